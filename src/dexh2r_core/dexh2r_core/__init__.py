@@ -1,0 +1,1 @@
+"""Shared ROS-free pieces: typed config, the robot description, frames, message conversion, timing, the launcher and the dexh2r CLI."""

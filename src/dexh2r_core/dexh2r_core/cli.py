@@ -1,0 +1,48 @@
+"""`dexh2r <verb> ...`: the single command-line entry of the stack.
+
+Each verb lives in its own module and is imported only when used, so `dexh2r --help` stays fast
+and a verb whose optional dependencies are missing does not break the others. A verb's `main`
+takes the remaining argv and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb -> ("module:function", one-line help)
+VERBS: dict[str, tuple[str, str]] = {
+    "demo": ("dexh2r_core.demo:main", "run the main job (simulated handover demo) and write a run folder"),
+    "launch": ("dexh2r_core.launch.cli:main", "run a ROS 2 XML launch file: one process per node"),
+    "robot": ("dexh2r_core.robot.cli:main", "inspect, export and check the robot description"),
+    "bench": ("dexh2r_core.bench:main", "benchmarks that write JSON (transport, ...)"),
+}
+
+
+def _usage() -> str:
+    width = max(len(v) for v in VERBS)
+    lines = ["usage: dexh2r <verb> [args...]", "", "verbs:"]
+    lines += [f"  {verb:<{width}}  {help_}" for verb, (_, help_) in VERBS.items()]
+    lines += ["", "`dexh2r <verb> --help` shows a verb's options."]
+    return "\n".join(lines)
+
+
+def resolve(target: str):
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"dexh2r: unknown verb '{verb}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    return int(resolve(VERBS[verb][0])(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Teleoperation by hand retargeting, deadman, episode recorder and dataset export."""
