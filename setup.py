@@ -9,7 +9,14 @@ from pathlib import Path
 from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
-PACKAGES = ["dexh2r_core", "dexh2r_sim", "dexh2r_perception", "dexh2r_policy", "dexh2r_control", "dexh2r_teleop"]
+PACKAGES = [
+    "dexh2r_core",
+    "dexh2r_sim",
+    "dexh2r_perception",
+    "dexh2r_policy",
+    "dexh2r_control",
+    "dexh2r_teleop",
+]
 
 scripts = ["dexh2r = dexh2r_core.cli:main"]
 for package in PACKAGES:
