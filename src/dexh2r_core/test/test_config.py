@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+
 from dexh2r_core.config import ConfigError, from_dict, load_config, to_dict
 
 

@@ -7,6 +7,7 @@ import sys
 import mujoco
 import numpy as np
 import pytest
+
 from dexh2r_core.config import ConfigError
 from dexh2r_core.robot.check import check_robot
 from dexh2r_core.robot.config import load_robot_config
