@@ -11,11 +11,11 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.dexh2r-setup-stamp
-APT_PACKAGES=(python3-venv libosmesa6 libegl1 libgl1 libglx-mesa0 libusb-1.0-0 make git)
+APT_PACKAGES=(python3 python3-venv libosmesa6 libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libglx-mesa0 libusb-1.0-0 git)
 
 inputs_hash() {
   cat requirements.lock pyproject.toml setup.py scripts/setup.sh src/*/*/_entry_points.py \
-    config/robot/*.yaml | sha256sum | cut -d' ' -f1
+    config/robot/*.yaml config/robot/*/*.yaml | sha256sum | cut -d' ' -f1
 }
 
 want=$(inputs_hash)
