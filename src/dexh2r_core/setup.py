@@ -1,10 +1,12 @@
 """ament_python build script for dexh2r_core, used by colcon on a full ROS 2 install.
 
 Pip users install every package at once from the repository's root pyproject.toml.
-Node executables are listed once, in dexh2r_core/_entry_points.py, and read from there.
+Node executables are listed once, in dexh2r_core/_entry_points.py, and read from there; version,
+description, maintainer and licence come from package.xml.
 """
 
 import runpy
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -12,10 +14,11 @@ from setuptools import find_packages, setup
 PACKAGE = "dexh2r_core"
 HERE = Path(__file__).resolve().parent
 ENTRY = runpy.run_path(str(HERE / PACKAGE / "_entry_points.py"))
+MANIFEST = ET.parse(HERE / "package.xml").getroot()
 
 setup(
     name=PACKAGE,
-    version="0.1.0",
+    version=MANIFEST.findtext("version"),
     packages=find_packages(exclude=["test", "test.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
@@ -24,10 +27,10 @@ setup(
     ],
     install_requires=["setuptools"],
     zip_safe=False,
-    maintainer="DexH2R stack developers",
-    maintainer_email="dexh2r@example.org",
-    description="Shared ROS-free pieces: typed config, the robot description, frames, message conversion, timing, the launcher and the dexh2r CLI.",
-    license="Apache-2.0",
-    tests_require=["pytest"],
+    maintainer=MANIFEST.findtext("maintainer"),
+    maintainer_email=MANIFEST.find("maintainer").get("email"),
+    description=MANIFEST.findtext("description"),
+    license=MANIFEST.findtext("license"),
+    extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": [f"{name} = {target}" for name, target in ENTRY["NODES"].items()]},
 )
