@@ -56,8 +56,8 @@ def quat_xyzw(quat_wxyz) -> np.ndarray:
 
 def rotation_angle(R_a: np.ndarray, R_b: np.ndarray) -> float:
     """Angle (rad) of the rotation between two rotation matrices."""
-    cos = (np.trace(R_a.T @ R_b) - 1.0) / 2.0
-    return float(np.arccos(np.clip(cos, -1.0, 1.0)))
+    # Via the rotation vector: arccos of the trace loses precision near zero (~1e-8 rad).
+    return float(Rotation.from_matrix(R_a.T @ R_b).magnitude())
 
 
 def is_finite_transform(T: np.ndarray, tol: float = 1e-6) -> bool:
