@@ -1,1 +1,3 @@
-"""Shared ROS-free pieces: typed config, the robot description, frames, message conversion, timing, the launcher and the dexh2r CLI."""
+"""Shared ROS-free pieces: typed config, the robot description, frames, message conversion, timing, the
+launcher and the dexh2r CLI.
+"""

@@ -18,8 +18,10 @@ LOCALHOST = "LOCALHOST"
 MAX_DOMAIN_ID = 101
 
 
-def fastdds_profile_path() -> str:
-    return str(share_dir("dexh2r_core") / "config" / "fastdds_shm.xml")
+def fastdds_profile_path(multihost: bool = False) -> str:
+    """The project's Fast DDS profile: loopback-only UDP + SHM, or the multi-host variant."""
+    name = "fastdds_multihost.xml" if multihost else "fastdds_shm.xml"
+    return str(share_dir("dexh2r_core") / "config" / name)
 
 
 def apply_ros_defaults(
@@ -43,7 +45,9 @@ def apply_ros_defaults(
         env["ROS_DOMAIN_ID"] = str(domain_id)
     if not env.get("FASTDDS_DEFAULT_PROFILES_FILE"):
         env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
-        profile = fastdds_profile_path()
+        # The localhost profile pins UDP to 127.0.0.1: a user who opted in to SUBNET gets the other one.
+        multihost = env["ROS_AUTOMATIC_DISCOVERY_RANGE"].upper() == "SUBNET"
+        profile = fastdds_profile_path(multihost=multihost)
         if os.path.exists(profile):
             env["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")

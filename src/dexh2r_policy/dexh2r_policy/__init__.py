@@ -1,1 +1,3 @@
-"""DynamicGrasp (grasp CVAE, MotionNet, goal alignment), DP and DP3 baselines, datasets, training and evaluation."""
+"""DynamicGrasp (grasp CVAE, MotionNet, goal alignment), DP and DP3 baselines, datasets, training and
+evaluation.
+"""

@@ -1,1 +1,3 @@
-"""MuJoCo handover cell: arm + hand, giver hand and object, virtual RealSense cameras, /clock and ground truth."""
+"""MuJoCo handover cell: arm + hand, giver hand and object, virtual RealSense cameras, /clock and
+ground truth.
+"""
