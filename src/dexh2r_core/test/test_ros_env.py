@@ -40,7 +40,9 @@ def test_empty_profile_var_is_replaced_and_user_profile_kept():
 
 
 def test_empty_profile_var_is_removed_when_no_profile_exists(monkeypatch):
-    monkeypatch.setattr("dexh2r_core.ros_env.fastdds_profile_path", lambda: "/nonexistent/fastdds_shm.xml")
+    monkeypatch.setattr(
+        "dexh2r_core.ros_env.fastdds_profile_path", lambda multihost=False: "/nonexistent/fastdds_shm.xml"
+    )
     assert "FASTDDS_DEFAULT_PROFILES_FILE" not in apply_ros_defaults({"FASTDDS_DEFAULT_PROFILES_FILE": ""})
 
 
