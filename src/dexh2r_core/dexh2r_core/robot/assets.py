@@ -92,11 +92,20 @@ def urdf_for_mujoco(path: Path, drop_links: list[str] | tuple[str, ...] = ()) ->
     return ET.tostring(root, encoding="unicode")
 
 
-def urdf_velocity_limits(path: Path) -> dict[str, float]:
-    """Joint name -> velocity limit from a URDF's <limit velocity=...> (absent entries omitted)."""
+def _urdf_limit(path: Path, attribute: str) -> dict[str, float]:
     out = {}
     for joint in ET.parse(path).getroot().findall("joint"):
         limit = joint.find("limit")
-        if limit is not None and limit.get("velocity"):
-            out[joint.get("name", "")] = float(limit.get("velocity", "0"))
+        if limit is not None and limit.get(attribute):
+            out[joint.get("name", "")] = float(limit.get(attribute, "0"))
     return out
+
+
+def urdf_velocity_limits(path: Path) -> dict[str, float]:
+    """Joint name -> velocity limit from a URDF's <limit velocity=...> (absent entries omitted)."""
+    return _urdf_limit(path, "velocity")
+
+
+def urdf_effort_limits(path: Path) -> dict[str, float]:
+    """Joint name -> effort limit (N m or N) from a URDF's <limit effort=...>."""
+    return _urdf_limit(path, "effort")

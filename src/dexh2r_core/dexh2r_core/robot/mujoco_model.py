@@ -15,7 +15,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from dexh2r_core.robot.assets import resolve_asset, urdf_for_mujoco
+from dexh2r_core.robot.assets import resolve_asset, urdf_effort_limits, urdf_for_mujoco
 from dexh2r_core.robot.config import HandConfig, Pose, RobotConfig
 
 FLANGE_SITE = "flange"
@@ -154,11 +154,14 @@ def build_robot_spec(config: RobotConfig) -> mujoco.MjSpec:
             raise KeyError(f"hand.fingertips.{finger}.link '{tip.link}' is not a body of the hand")
         body.add_site(name=tip_site(finger), pos=list(tip.offset), size=[0.004, 0.004, 0.004], group=3)
 
+    efforts = urdf_effort_limits(arm_urdf)
     for name in arm_joint_names:
         joint = spec.joint(name)
         joint.armature = config.arm.armature
         joint.damping[0] = config.arm.damping
-        _add_position_actuator(spec, name, config.arm.kp, joint.range if joint.limited else None)
+        _add_position_actuator(
+            spec, name, config.arm.kp, joint.range if joint.limited else None, efforts.get(name)
+        )
     followers = {c.joint for c in hand_cfg.couplings}
     for name in hand_cfg.joints.values():
         if name in followers:
@@ -173,12 +176,22 @@ def build_robot_spec(config: RobotConfig) -> mujoco.MjSpec:
         eq = spec.add_equality(type=mujoco.mjtEq.mjEQ_JOINT, name1=c.joint, name2=c.follows)
         eq.name = f"couple_{c.joint}"
         eq.data[:5] = [c.offset, c.ratio, 0.0, 0.0, 0.0]
+    # Real arm and hand controllers compensate gravity; without it a position servo sags by
+    # torque / kp (several centiradians at the UR5 shoulder with a Shadow hand on it).
+    for body in spec.bodies:
+        if body.name != "world":
+            body.gravcomp = 1.0
     return spec
 
 
-def _add_position_actuator(spec: mujoco.MjSpec, joint: str, kp: float, ctrlrange) -> None:
+def _add_position_actuator(
+    spec: mujoco.MjSpec, joint: str, kp: float, ctrlrange, effort: float | None = None
+) -> None:
     act = spec.add_actuator(name=f"act_{joint}", target=joint, trntype=mujoco.mjtTrn.mjTRN_JOINT)
     act.set_to_position(kp=kp)
+    if effort:
+        act.forcelimited = True
+        act.forcerange = [-effort, effort]
     if ctrlrange is not None:
         act.ctrllimited = True
         act.ctrlrange = list(ctrlrange)
