@@ -186,6 +186,11 @@ class RobotDescription:
             tmp.replace(path)  # atomic: parallel test workers may export at once
         return path
 
+    def _root_joints(self) -> set[str]:
+        m = self._model
+        root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, self._hand_root_name())
+        return {m.joint(j).name for j in range(m.njnt) if m.jnt_bodyid[j] == root}
+
     def _hand_root_name(self) -> str:
         old, new = self.config.hand.body_prefix
         root = self.config.hand.root_body
@@ -217,7 +222,8 @@ class RobotDescription:
             "low_pass_alpha": hand.retarget_low_pass_alpha,
             "add_dummy_free_joint": False,
             # Coupled followers are mimic joints in the URDF: dex-retargeting solves for the rest.
-            "target_joint_names": self.hand_actuated_joint_names,
+            # A joint on the hand's root body (a wrist mounted at the flange) is not in the hand URDF.
+            "target_joint_names": [n for n in self.hand_actuated_joint_names if n not in self._root_joints()],
         }
         if kind == "vector":
             cfg = {
