@@ -15,6 +15,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "demo": ("dexh2r_core.demo:main", "run the main job (simulated handover demo) and write a run folder"),
     "launch": ("dexh2r_core.launch.cli:main", "run a ROS 2 XML launch file: one process per node"),
     "robot": ("dexh2r_core.robot.cli:main", "inspect, export and check the robot description"),
+    "sim": ("dexh2r_sim.cli:main", "run handover episodes in the MuJoCo cell (or --ros: the sim node)"),
     "bench": ("dexh2r_core.bench:main", "benchmarks that write JSON (transport, ...)"),
 }
 

@@ -14,6 +14,7 @@ BENCHES: dict[str, tuple[str, str]] = {
         "dexh2r_core.bench.transport:main",
         "two 30 Hz RGB-D-like streams between processes over DDS: delivery and latency",
     ),
+    "sim": ("dexh2r_sim.bench:main", "real-time factor of the handover cell, physics only and with cameras"),
 }
 
 

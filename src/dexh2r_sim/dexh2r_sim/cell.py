@@ -1,0 +1,403 @@
+"""The simulated handover cell (ROS-free): robot, table, giver, object, cameras, outcome.
+
+    cell = HandoverCell(CellConfig())
+    cell.load_scenario(scenario)               # builds the MuJoCo model for its object and hand side
+    cell.command_arm(trajectory)               # JTC semantics (dexh2r_core.trajectory)
+    cell.step_until(cell.time + 0.1)           # physics at `physics_hz`; giver and outcome update
+    frames = cell.render()                     # RGB-D of every virtual camera
+    cell.outcome                               # None while running, then an EpisodeOutcome
+
+The robot model comes from the robot description (`dexh2r_core.robot`); scene elements are added to
+its spec. The robot follows JointTrajectory commands like ros2_control's joint_trajectory_controller
+over position actuators (gravity compensated, effort-limited); the giver moves along its scenario
+trajectory and releases when the robot bears the object's weight. Outcomes:
+
+- `hit-human`: a robot geom touches a giver geom with more than `hit_force_n`;
+- `drop`: after the release the object touches the table or the floor, or falls below the table top;
+- `success`: after the release the robot alone holds the object (touching the hand, nothing else)
+  for `hold_s`;
+- `timeout`: the scenario's time limit passes first; `safety-stop`: reported by the controller.
+
+Ground truth (object pose, giver keypoints, contacts) is for evaluation and tests only; the stack
+never reads it to decide. Same scenario, seed and commands give the same trajectory bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import mujoco
+import numpy as np
+
+from dexh2r_core.calibration import CalibrationSet, load_calibration
+from dexh2r_core.config import from_dict
+from dexh2r_core.paths import config_path
+from dexh2r_core.robot.config import load_robot_config
+from dexh2r_core.robot.description import RobotDescription
+from dexh2r_core.trajectory import JointTrajectory, TrajectoryFollower
+from dexh2r_sim.cameras import DepthNoise, RgbdFrame, RgbdRenderer, add_cameras
+from dexh2r_sim.giver import Giver, GiverState, add_giver
+from dexh2r_sim.objects import ObjectLibrary, SimObject, add_object_body
+from dexh2r_sim.scenario import Scenario
+
+Outcome = Literal["success", "hit-human", "drop", "timeout", "safety-stop"]
+OUTCOMES: tuple[str, ...] = ("success", "hit-human", "drop", "timeout", "safety-stop")
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """A table whose top is the plane z = top_z; the robot base stands on it."""
+
+    top_z: float = 0.0
+    center_xy: tuple[float, float] = (0.45, 0.0)
+    size_xy: tuple[float, float] = (1.1, 1.0)
+    thickness: float = 0.05
+    rgba: tuple[float, float, float, float] = (0.35, 0.3, 0.27, 1.0)
+
+
+@dataclass(frozen=True)
+class OutcomeConfig:
+    hold_s: float = 1.0
+    hit_force_n: float = 1.0
+    drop_margin_m: float = 0.02
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    robot: str = "ur5_shadow"
+    hand: str | None = None
+    physics_hz: float = 500.0
+    camera_hz: float = 30.0
+    cameras: bool = True
+    calibration: str = "calibration/sim_two_cameras.yaml"
+    resolution: tuple[int, int] | None = None  # (width, height); None: as calibrated
+    depth_noise: DepthNoise = field(default_factory=DepthNoise)
+    table: TableConfig = field(default_factory=TableConfig)
+    outcome: OutcomeConfig = field(default_factory=OutcomeConfig)
+    # Multi-sample anti-aliasing of the camera images. MediaPipe finds the giver in 95 % instead of
+    # 88 % of frames with it; the price is a depth bias of about -2 mm at 1 m (edge-averaged z).
+    antialias: bool = True
+    # Measured compute latency of the stack, applied as actuation delay (commands act this late).
+    actuation_delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 100.0 <= self.physics_hz <= 5000.0:
+            raise ValueError(f"physics_hz: must be in [100, 5000], got {self.physics_hz}")
+        if self.camera_hz <= 0 or self.camera_hz > self.physics_hz:
+            raise ValueError(f"camera_hz: must be in (0, physics_hz], got {self.camera_hz}")
+
+
+@dataclass
+class EpisodeOutcome:
+    outcome: Outcome
+    time_s: float  # episode time at which it was decided
+    time_to_handover_s: float | None  # release time minus the end of the giver's reach
+    released_at_s: float | None
+    detail: str = ""
+
+
+class HandoverCell:
+    def __init__(
+        self,
+        config: CellConfig | None = None,
+        *,
+        robot: RobotDescription | None = None,
+        objects: ObjectLibrary | None = None,
+    ) -> None:
+        self.config = config or CellConfig()
+        self.robot = robot or RobotDescription(load_robot_config(self.config.robot, hand=self.config.hand))
+        self.objects = objects or ObjectLibrary()
+        self.calibration: CalibrationSet | None = None
+        if self.config.cameras:
+            self.calibration = load_calibration(config_path(self.config.calibration))
+            if self.config.resolution is not None:
+                self.calibration = _with_resolution(self.calibration, *self.config.resolution)
+        self.model: mujoco.MjModel | None = None
+        self.data: mujoco.MjData | None = None
+        self.scenario: Scenario | None = None
+        self.sim_object: SimObject | None = None
+        self.giver: Giver | None = None
+        self._renderer: RgbdRenderer | None = None
+        self._model_key: tuple | None = None
+        self.outcome: EpisodeOutcome | None = None
+        self.frame_index = 0
+
+    # ---- building ----------------------------------------------------------------------------
+    def _build(self, scenario: Scenario) -> None:
+        obj = self.objects.get(scenario.object_id, scale=scenario.object_scale)
+        spec = self.robot.mujoco_spec()
+        spec.option.timestep = 1.0 / self.config.physics_hz
+        spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+        spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
+        spec.option.noslip_iterations = 2  # grasped objects creep without it
+        world = spec.worldbody
+        t = self.config.table
+        world.add_geom(
+            name="floor",
+            type=mujoco.mjtGeom.mjGEOM_PLANE,
+            size=[3, 3, 0.1],
+            pos=[0, 0, t.top_z - 0.75],
+            rgba=[0.2, 0.2, 0.22, 1],
+        )
+        world.add_geom(
+            name="table",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[t.size_xy[0] / 2, t.size_xy[1] / 2, t.thickness / 2],
+            pos=[t.center_xy[0], t.center_xy[1], t.top_z - t.thickness / 2 - 1e-3],
+            rgba=list(t.rgba),
+        )
+        # One light from above and a dim head light: side or brighter lights wash the giver's skin out
+        # on one side and MediaPipe stops finding the hand (measured per camera, see docs/).
+        world.add_light(
+            name="top",
+            pos=[0.6, 0.0, 2.5],
+            dir=[0.0, 0.0, -1.0],
+            type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
+            castshadow=0,
+            diffuse=[0.6, 0.6, 0.6],
+        )
+        spec.visual.headlight.ambient = [0.35, 0.35, 0.35]
+        spec.visual.headlight.diffuse = [0.4, 0.4, 0.4]
+        add_object_body(spec, obj, name="object", pos=(1.6, 0.5, 0.3))
+        handles = add_giver(spec, side=scenario.giver_side, name="giver", object_body="object")
+        if self.calibration is not None:
+            add_cameras(spec, self.calibration, offsamples=4 if self.config.antialias else 0)
+        model = spec.compile()
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        self.model = model
+        self.data = mujoco.MjData(model)
+        self.sim_object = obj
+        self.giver = Giver(model, handles)
+        self._index_model(handles)
+
+    def _index_model(self, handles) -> None:
+        m = self.model
+        robot = self.robot
+        self.qpos_idx = robot.mujoco_qpos_index(m)
+        self.qvel_idx = np.array(
+            [m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)] for n in robot.joint_names]
+        )
+        self.act_idx = {m.joint(m.actuator_trnid[a, 0]).name: a for a in range(m.nu)}
+        base = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, robot.config.arm.base_link)
+        hand_root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, robot._hand_root_name())
+        robot_bodies = _subtree(m, base)
+        hand_bodies = _subtree(m, hand_root)
+        self.robot_geom = np.isin(m.geom_bodyid, robot_bodies)
+        self.hand_geom = np.isin(m.geom_bodyid, hand_bodies)
+        self.giver_geom = np.zeros(m.ngeom, dtype=bool)
+        self.giver_geom[self.giver.geom_ids] = True
+        self.object_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "object")
+        self.object_geom = m.geom_bodyid == self.object_body
+        self.env_geom = np.isin(np.arange(m.ngeom), [m.geom("floor").id, m.geom("table").id])
+        j = m.body_jntadr[self.object_body]
+        self.object_qpos = int(m.jnt_qposadr[j])
+        self.object_dof = int(m.jnt_dofadr[j])
+
+    # ---- episodes ----------------------------------------------------------------------------
+    def load_scenario(self, scenario: Scenario) -> None:
+        """Prepare an episode: rebuild the model when the object or the giver's hand changes."""
+        key = (scenario.object_id, scenario.object_scale, scenario.giver_side)
+        if key != self._model_key:
+            self._build(scenario)
+            self._model_key = key
+        self.scenario = scenario
+        self.reset()
+
+    def reset(self) -> None:
+        if self.scenario is None:
+            raise RuntimeError("load_scenario first")
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        q0 = self.robot.home()
+        d.qpos[self.qpos_idx] = q0
+        self.arm = TrajectoryFollower(self.robot.arm_joint_names, q0[: self.robot.n_arm])
+        self.hand = TrajectoryFollower(self.robot.hand_joint_names, q0[self.robot.n_arm :])
+        # The giver plans its grasp on the object's geoms in the model (exact shapes, not a box).
+        self.giver.reset(d, self.scenario)
+        self._apply_ctrl(0.0)
+        mujoco.mj_forward(m, d)
+        self.outcome = None
+        self._held_since: float | None = None
+        self._safety_stop: str | None = None
+        self.frame_index = 0
+        self.contacts_robot_giver: list[tuple[str, str, float]] = []
+
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    @property
+    def dt(self) -> float:
+        return float(self.model.opt.timestep)
+
+    # ---- commands ----------------------------------------------------------------------------
+    def command_arm(self, trajectory: JointTrajectory) -> None:
+        """JTC semantics; raises TrajectoryError (and keeps the previous command) on bad input."""
+        self.arm.set_trajectory(trajectory, now=self.time)
+
+    def command_hand(self, trajectory: JointTrajectory) -> None:
+        self.hand.set_trajectory(trajectory, now=self.time)
+
+    def hold_position(self) -> None:
+        """Stop where the robot is (e-stop, bad input): both controllers hold the current joints."""
+        q = self.data.qpos[self.qpos_idx]
+        self.arm.hold(q[: self.robot.n_arm])
+        self.hand.hold(q[self.robot.n_arm :])
+
+    def report_safety_stop(self, reason: str) -> None:
+        """The controller's safety layer stopped the robot: ends the episode as `safety-stop`."""
+        self._safety_stop = reason
+        self.hold_position()
+
+    def _apply_ctrl(self, t: float) -> None:
+        delayed = t - self.config.actuation_delay_s
+        q = np.concatenate(
+            [self.arm.position(delayed), self.robot.apply_couplings(self.hand.position(delayed))]
+        )
+        for name, value in zip(self.robot.joint_names, q, strict=True):
+            a = self.act_idx.get(name)
+            if a is not None:
+                self.data.ctrl[a] = value
+
+    # ---- stepping ----------------------------------------------------------------------------
+    def step(self, n: int = 1) -> None:
+        m, d = self.model, self.data
+        for _ in range(n):
+            if self.outcome is not None and self.giver.state is GiverState.WITHDRAWN:
+                pass  # keep simulating: a finished episode still shows the robot holding
+            self._apply_ctrl(d.time)
+            self.giver.step(m, d)
+            mujoco.mj_step(m, d)
+            if self.outcome is None:
+                self._update_outcome()
+
+    def step_until(self, t: float) -> None:
+        n = int(np.floor((t - self.time) / self.dt + 1e-9))
+        if n > 0:
+            self.step(n)
+
+    def _update_outcome(self) -> None:
+        m, d = self.model, self.data
+        cfg = self.config.outcome
+        tau = self.giver.episode_time(d)
+        object_touches = {"hand": False, "robot_other": False, "env": False, "giver": False}
+        for i in range(d.ncon):
+            c = d.contact[i]
+            g1, g2 = int(c.geom1), int(c.geom2)
+            if (self.robot_geom[g1] and self.giver_geom[g2]) or (self.robot_geom[g2] and self.giver_geom[g1]):
+                force = np.zeros(6)
+                mujoco.mj_contactForce(m, d, i, force)
+                if force[0] > cfg.hit_force_n:
+                    self._finish(
+                        "hit-human",
+                        tau,
+                        f"robot geom {m.geom(g1).name} / {m.geom(g2).name}: {force[0]:.1f} N",
+                    )
+                    return
+            if self.object_geom[g1] or self.object_geom[g2]:
+                other = g2 if self.object_geom[g1] else g1
+                if self.hand_geom[other]:
+                    object_touches["hand"] = True
+                elif self.robot_geom[other]:
+                    object_touches["robot_other"] = True
+                elif self.env_geom[other]:
+                    object_touches["env"] = True
+                elif self.giver_geom[other]:
+                    object_touches["giver"] = True
+        if self._safety_stop is not None:
+            self._finish("safety-stop", tau, self._safety_stop)
+            return
+        released = self.giver.released_at is not None
+        if released:
+            z = d.xpos[self.object_body][2]
+            low = z < self.config.table.top_z + cfg.drop_margin_m
+            if object_touches["env"] or low:
+                self._finish("drop", tau, "object on the table/floor after the release")
+                return
+            alone = object_touches["hand"] and not object_touches["giver"]
+            if alone:
+                if self._held_since is None:
+                    self._held_since = tau
+                elif tau - self._held_since >= cfg.hold_s:
+                    self._finish("success", tau, "robot holds the object")
+                    return
+            else:
+                self._held_since = None
+        if tau >= self.scenario.time_limit_s:
+            self._finish("timeout", tau, "time limit reached")
+
+    def _finish(self, outcome: Outcome, tau: float, detail: str) -> None:
+        released = self.giver.released_at
+        tth = None if released is None else released - self.giver.trajectory.reach_end_s
+        self.outcome = EpisodeOutcome(outcome, tau, tth, released, detail)
+
+    # ---- observations --------------------------------------------------------------------------
+    def joint_state(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        d = self.data
+        effort = np.array(
+            [d.actuator_force[self.act_idx[n]] if n in self.act_idx else 0.0 for n in self.robot.joint_names]
+        )
+        return self.robot.joint_names, d.qpos[self.qpos_idx].copy(), d.qvel[self.qvel_idx].copy(), effort
+
+    def object_pose(self) -> np.ndarray:
+        """Ground truth: 4x4 world pose of the object frame (centre of mass)."""
+        T = np.eye(4)
+        T[:3, :3] = self.data.xmat[self.object_body].reshape(3, 3)
+        T[:3, 3] = self.data.xpos[self.object_body]
+        return T
+
+    def giver_keypoints(self) -> np.ndarray:
+        return self.giver.keypoints(self.model, self.data)
+
+    def frame_pose(self, site: str) -> np.ndarray:
+        """4x4 world pose of a named site of the robot (e.g. `flange`, `index_tip`)."""
+        s = self.data.site(site)
+        T = np.eye(4)
+        T[:3, :3] = s.xmat.reshape(3, 3)
+        T[:3, 3] = s.xpos
+        return T
+
+    def body_pose(self, body: str) -> np.ndarray:
+        b = self.data.body(body)
+        T = np.eye(4)
+        T[:3, :3] = b.xmat.reshape(3, 3)
+        T[:3, 3] = b.xpos
+        return T
+
+    # ---- cameras -------------------------------------------------------------------------------
+    def render(self) -> list[RgbdFrame]:
+        """RGB-D of every camera now (creates the GL context on first use, in this thread)."""
+        if self.calibration is None:
+            raise RuntimeError("cameras are disabled in this cell (CellConfig.cameras = false)")
+        if self._renderer is None:
+            self._renderer = RgbdRenderer(self.model, self.calibration, self.config.depth_noise)
+        frames = self._renderer.render(self.data, frame_index=self.frame_index)
+        self.frame_index += 1
+        return frames
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+def _subtree(model: mujoco.MjModel, root: int) -> list[int]:
+    out = [root]
+    for b in range(root + 1, model.nbody):
+        if model.body_parentid[b] in out:
+            out.append(b)
+    return out
+
+
+def _with_resolution(calibration: CalibrationSet, width: int, height: int) -> CalibrationSet:
+    from dataclasses import replace
+
+    cams = [replace(c, intrinsics=c.intrinsics.scaled(width, height)) for c in calibration.cameras]
+    return replace(calibration, cameras=cams)
+
+
+def cell_config_from_dict(data: dict) -> CellConfig:
+    return from_dict(CellConfig, data, source="cell config")

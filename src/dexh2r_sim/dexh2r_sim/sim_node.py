@@ -1,0 +1,253 @@
+"""`sim_node`: the MuJoCo handover cell over the topics real hardware uses (thin rclpy shell).
+
+Publishes `/clock`, `/joint_states`, realsense-ros-style camera topics
+(`/camera_<i>/color/image_raw`, `/camera_<i>/aligned_depth_to_color/image_raw`,
+`/camera_<i>/color/camera_info`, `/camera_<i>/aligned_depth_to_color/camera_info`) and ground truth
+under `/sim/...` (object pose, giver wrist and keypoints, episode outcome as JSON). Accepts
+ros2_control joint_trajectory_controller commands on `/arm_controller/joint_trajectory` and
+`/hand_controller/joint_trajectory`. Services: `/sim/reset` and `/sim/next_scenario`
+(std_srvs/Trigger); parameter `scenario` (a name in the scenario file) selects the next episode.
+
+Bad commands (NaN, unknown joints, non-increasing times) are logged with their cause; the robot
+holds its position and the node keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _episode_record(cell, episode: int) -> dict:
+    o = cell.outcome
+    return {
+        "episode": episode,
+        "scenario": cell.scenario.name,
+        "object_id": cell.scenario.object_id,
+        "difficulty": cell.scenario.difficulty,
+        "seed": cell.scenario.seed,
+        "outcome": o.outcome,
+        "time_s": o.time_s,
+        "time_to_handover_s": o.time_to_handover_s,
+        "released_at_s": o.released_at_s,
+        "detail": o.detail,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import rclpy
+    from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CameraInfo, Image, JointState
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+    from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
+
+    from dexh2r_core import msgs
+    from dexh2r_core.paths import config_path
+    from dexh2r_core.ros_env import apply_ros_defaults
+    from dexh2r_core.trajectory import TrajectoryError
+    from dexh2r_sim.cameras import camera_info_dict
+    from dexh2r_sim.cell import CellConfig, HandoverCell
+    from dexh2r_sim.scenario import load_scenarios
+
+    apply_ros_defaults()
+    rclpy.init(args=sys.argv if argv is None else argv)
+    node = Node("sim")
+    p = node.declare_parameter
+    robot = p("robot", "ur5_shadow").value
+    hand = p("hand", "").value or None
+    scenarios_path = p("scenarios", "scenarios/easy.yaml").value
+    scenario_name = p("scenario", "").value
+    physics_hz = float(p("physics_hz", 500.0).value)
+    camera_hz = float(p("camera_hz", 30.0).value)
+    joint_state_hz = float(p("joint_state_hz", 250.0).value)
+    cameras = bool(p("cameras", True).value)
+    width = int(p("width", 424).value)
+    height = int(p("height", 240).value)
+    rtf = float(p("real_time_factor", 1.0).value)
+    episodes = int(p("episodes", 0).value)  # 0: keep cycling through the scenarios
+    results = p("results_dir", "").value
+    exit_when_done = bool(p("exit_when_done", False).value)
+    arm_topic = p("arm_topic", "/arm_controller/joint_trajectory").value
+    hand_topic = p("hand_topic", "/hand_controller/joint_trajectory").value
+
+    scenarios = load_scenarios(config_path(scenarios_path))
+    by_name = {s.name: s for s in scenarios}
+    if scenario_name and scenario_name not in by_name:
+        node.get_logger().fatal(
+            f"scenario '{scenario_name}' not in {scenarios_path}; known: {sorted(by_name)}"
+        )
+        return 2
+    cell = HandoverCell(
+        CellConfig(
+            robot=robot,
+            hand=hand,
+            physics_hz=physics_hz,
+            camera_hz=camera_hz,
+            cameras=cameras,
+            resolution=(width, height),
+        )
+    )
+    order = [s.name for s in scenarios]
+    state = {"index": order.index(scenario_name) if scenario_name else 0, "episode": 0, "pending": None}
+    results_dir = Path(results) if results else None
+    if results_dir is not None:
+        results_dir.mkdir(parents=True, exist_ok=True)
+
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    clock_pub = node.create_publisher(Clock, "/clock", 10)
+    joint_pub = node.create_publisher(JointState, "/joint_states", reliable)
+    outcome_pub = node.create_publisher(String, "/sim/outcome", reliable)
+    state_pub = node.create_publisher(String, "/sim/state", reliable)
+    object_pub = node.create_publisher(PoseStamped, "/sim/object/pose", reliable)
+    wrist_pub = node.create_publisher(PoseStamped, "/sim/giver/wrist", reliable)
+    keypoint_pub = node.create_publisher(PoseArray, "/sim/giver/keypoints", reliable)
+    cam_pubs = []
+    if cell.calibration is not None:
+        for cal in cell.calibration.cameras:
+            ns = f"/{cal.name}"
+            cam_pubs.append(
+                (
+                    cal,
+                    node.create_publisher(Image, f"{ns}/color/image_raw", qos_profile_sensor_data),
+                    node.create_publisher(
+                        Image, f"{ns}/aligned_depth_to_color/image_raw", qos_profile_sensor_data
+                    ),
+                    node.create_publisher(CameraInfo, f"{ns}/color/camera_info", qos_profile_sensor_data),
+                    node.create_publisher(
+                        CameraInfo, f"{ns}/aligned_depth_to_color/camera_info", qos_profile_sensor_data
+                    ),
+                    camera_info_dict(cal),
+                )
+            )
+
+    def on_trajectory(kind: str):
+        def callback(msg: JointTrajectoryMsg) -> None:
+            try:
+                traj = msgs.joint_trajectory(msg)
+                (cell.command_arm if kind == "arm" else cell.command_hand)(traj)
+            except (TrajectoryError, msgs.MessageError) as exc:
+                node.get_logger().error(f"rejected {kind} trajectory: {exc}; holding position")
+                cell.hold_position()
+
+        return callback
+
+    node.create_subscription(JointTrajectoryMsg, arm_topic, on_trajectory("arm"), reliable)
+    node.create_subscription(JointTrajectoryMsg, hand_topic, on_trajectory("hand"), reliable)
+
+    def start_episode(name: str | None = None) -> None:
+        if name is None:
+            name = order[state["index"] % len(order)]
+        cell.load_scenario(by_name[name])
+        node.get_logger().info(f"episode {state['episode']}: scenario '{name}' ({cell.scenario.difficulty})")
+
+    def reset_cb(_req, res):
+        state["pending"] = order[state["index"] % len(order)]
+        res.success, res.message = True, f"reset to '{state['pending']}'"
+        return res
+
+    def next_cb(_req, res):
+        state["index"] += 1
+        state["pending"] = order[state["index"] % len(order)]
+        res.success, res.message = True, f"next scenario '{state['pending']}'"
+        return res
+
+    node.create_service(Trigger, "/sim/reset", reset_cb)
+    node.create_service(Trigger, "/sim/next_scenario", next_cb)
+    start_episode()
+
+    camera_period = 1.0 / camera_hz
+    joint_period = 1.0 / joint_state_hz
+    next_camera = next_joint = 0.0
+    sim_origin = cell.time
+    wall_origin = time.monotonic()
+    outcome_time: float | None = None
+    offset = 0.0  # sim time keeps increasing across episodes: /clock must be monotonic
+    done = False
+    try:
+        while rclpy.ok() and not done:
+            rclpy.spin_once(node, timeout_sec=0.0)
+            if state["pending"] is not None:
+                offset += cell.time
+                start_episode(state["pending"])
+                state["pending"] = None
+                next_camera = next_joint = 0.0
+                sim_origin, wall_origin = offset + cell.time, time.monotonic()
+            cell.step()
+            now = offset + cell.time
+            clock_pub.publish(Clock(clock=msgs.to_time(now)))
+            if cell.time >= next_joint - 1e-9:
+                next_joint += joint_period
+                names, q, qd, effort = cell.joint_state()
+                joint_pub.publish(msgs.joint_state_msg(names, q, qd, effort, stamp_s=now))
+            if cam_pubs and cell.time >= next_camera - 1e-9:
+                next_camera += camera_period
+                for (cal, rgb_pub, depth_pub, info_pub, dinfo_pub, info), frame in zip(
+                    cam_pubs, cell.render(), strict=True
+                ):
+                    rgb_pub.publish(msgs.image_msg(frame.rgb, "rgb8", now, cal.frame_id))
+                    depth_pub.publish(msgs.image_msg(frame.depth_mm, "16UC1", now, cal.frame_id))
+                    info_pub.publish(msgs.camera_info_msg(info, now))
+                    dinfo_pub.publish(msgs.camera_info_msg(info, now))
+                object_pub.publish(msgs.pose_stamped_msg(cell.object_pose(), now))
+                wrist_pub.publish(msgs.pose_stamped_msg(cell.giver.wrist_pose(cell.data), now))
+                kp = PoseArray(header=msgs.header(now, "world"))
+                kp.poses = [
+                    Pose(position=Point(x=float(x), y=float(y), z=float(z)))
+                    for x, y, z in cell.giver_keypoints()
+                ]
+                keypoint_pub.publish(kp)
+                state_pub.publish(
+                    String(
+                        data=json.dumps(
+                            {
+                                "scenario": cell.scenario.name,
+                                "giver": cell.giver.state.value,
+                                "time": cell.time,
+                            }
+                        )
+                    )
+                )
+            if cell.outcome is not None and outcome_time is None:
+                outcome_time = cell.time
+                record = _episode_record(cell, state["episode"])
+                outcome_pub.publish(String(data=json.dumps(record)))
+                node.get_logger().info(
+                    f"episode {state['episode']} outcome: {record['outcome']} ({record['detail']})"
+                )
+                if results_dir is not None:
+                    with (results_dir / "episodes.jsonl").open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+            if outcome_time is not None and cell.time - outcome_time >= 1.0:
+                outcome_time = None
+                state["episode"] += 1
+                if episodes and state["episode"] >= episodes:
+                    done = exit_when_done
+                    if not done:
+                        outcome_time = float("inf")  # hold the final state until reset
+                else:
+                    state["index"] += 1
+                    state["pending"] = order[state["index"] % len(order)]
+            if rtf > 0:
+                ahead = (now - sim_origin) / rtf - (time.monotonic() - wall_origin)
+                if ahead > 0.002:
+                    time.sleep(ahead)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        cell.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The handover cell: commands, determinism, outcomes without a controller, bad input."""
+
+import numpy as np
+import pytest
+
+from dexh2r_core.trajectory import JointTrajectory, TrajectoryError, TrajectoryPoint
+from dexh2r_sim.cell import CellConfig, HandoverCell
+from dexh2r_sim.objects import UnknownObjectError
+from dexh2r_sim.scenario import load_scenarios
+
+
+@pytest.fixture(scope="module")
+def easy():
+    return load_scenarios("config/scenarios/easy.yaml")
+
+
+@pytest.fixture(scope="module")
+def hard():
+    return load_scenarios("config/scenarios/hard.yaml")
+
+
+def _run(cell, scenario, goal, seconds):
+    cell.load_scenario(scenario)
+    names = cell.robot.arm_joint_names
+    cell.step_until(0.2)
+    cell.command_arm(JointTrajectory(names, [TrajectoryPoint(1.0, goal)]))
+    cell.step_until(seconds)
+    return cell.data.qpos.copy(), cell.data.qvel.copy(), cell.object_pose()
+
+
+def test_arm_reaches_commanded_goal_within_a_milliradian(easy):
+    cell = HandoverCell(CellConfig(cameras=False))
+    cell.load_scenario(easy[0])
+    goal = cell.robot.home()[:6] + np.array([0.1, -0.05, 0.05, 0.1, -0.1, 0.2])
+    _, q, _, _ = cell.joint_state()
+    cell.command_arm(JointTrajectory(cell.robot.arm_joint_names, [TrajectoryPoint(1.0, goal)]))
+    cell.step_until(2.0)
+    _, q, qd, _ = cell.joint_state()
+    assert np.abs(q[:6] - goal).max() < 1e-3
+    assert np.abs(qd[:6]).max() < 1e-2
+
+
+def test_same_scenario_and_commands_give_the_same_trajectory_bit_for_bit(hard):
+    goal = np.array([0.6, -1.2, 1.1, 0.2, -2.3, 0.1])
+    a = _run(HandoverCell(CellConfig(cameras=False)), hard[0], goal, 3.0)
+    b = _run(HandoverCell(CellConfig(cameras=False)), hard[0], goal, 3.0)
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x, y)
+    c = _run(HandoverCell(CellConfig(cameras=False)), hard[0], goal + 0.01, 3.0)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_idle_robot_times_out_and_giver_withdraws(easy):
+    cell = HandoverCell(CellConfig(cameras=False))
+    scenario = easy[0]
+    cell.load_scenario(scenario)
+    while cell.outcome is None:
+        cell.step(50)
+    assert cell.outcome.outcome == "timeout"
+    assert cell.outcome.time_s == pytest.approx(scenario.time_limit_s, abs=0.01)
+
+
+def test_bad_trajectories_are_rejected_and_the_robot_holds(easy):
+    cell = HandoverCell(CellConfig(cameras=False))
+    cell.load_scenario(easy[0])
+    names = cell.robot.arm_joint_names
+    cell.step_until(0.5)
+    _, q_before, _, _ = cell.joint_state()
+    with pytest.raises(TrajectoryError, match="NaN"):
+        cell.command_arm(JointTrajectory(names, [TrajectoryPoint(1.0, np.full(6, np.nan))]))
+    with pytest.raises(TrajectoryError, match="not controlled"):
+        cell.command_arm(JointTrajectory(["elbow_joint", "wrong_joint"], [TrajectoryPoint(1.0, np.zeros(2))]))
+    with pytest.raises(TrajectoryError, match="positions for"):
+        cell.command_hand(JointTrajectory(cell.robot.hand_joint_names, [TrajectoryPoint(1.0, np.zeros(3))]))
+    cell.hold_position()
+    cell.step_until(1.5)
+    _, q_after, _, _ = cell.joint_state()
+    assert np.abs(q_after[:6] - q_before[:6]).max() < 1e-3
+
+
+def test_unknown_object_id_is_a_clear_error(easy):
+    from dataclasses import replace
+
+    cell = HandoverCell(CellConfig(cameras=False))
+    with pytest.raises(UnknownObjectError, match="prim/box_smal"):
+        cell.load_scenario(replace(easy[0], object_id="prim/box_smal"))
+
+
+def test_safety_stop_is_an_outcome(easy):
+    cell = HandoverCell(CellConfig(cameras=False))
+    cell.load_scenario(easy[0])
+    cell.step_until(0.3)
+    cell.report_safety_stop("e-stop pressed")
+    cell.step()
+    assert cell.outcome.outcome == "safety-stop" and "e-stop" in cell.outcome.detail
+
+
+def test_cameras_render_the_cell(easy):
+    cell = HandoverCell(CellConfig(cameras=True))
+    try:
+        cell.load_scenario(easy[0])
+        cell.step_until(1.5)
+        frames = cell.render()
+        assert len(frames) == 2
+        for frame in frames:
+            assert frame.rgb.shape == (240, 424, 3) and frame.depth_mm.dtype == np.uint16
+            valid = frame.depth_mm[frame.depth_mm > 0]
+            assert valid.size > 0.5 * frame.depth_mm.size
+            assert 400 <= np.median(valid) <= 3000  # the workspace is 0.4-3 m away
+    finally:
+        cell.close()

@@ -1,0 +1,88 @@
+"""sim_node as a separate process over DDS: cameras, joint states, JTC commands, bad input."""
+
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+
+def _joint_positions(ros_node, names, timeout=15.0):
+    from sensor_msgs.msg import JointState
+
+    from dexh2r_core.testing import wait_for_messages
+
+    msg = wait_for_messages(ros_node, "/joint_states", JointState, count=1, timeout=timeout)[-1]
+    index = {n: i for i, n in enumerate(msg.name)}
+    return np.array([msg.position[index[n]] for n in names])
+
+
+def _wait_until_close(ros_node, names, goal, tol, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    q = None
+    while time.monotonic() < deadline:
+        q = _joint_positions(ros_node, names)
+        if np.abs(q - goal).max() < tol:
+            return q
+    raise AssertionError(f"arm did not reach the goal: |q - goal| = {np.abs(q - goal).max():.4f} rad")
+
+
+def test_sim_node_streams_cameras_and_follows_arm_trajectories(node_launcher, ros_node):
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+    from trajectory_msgs.msg import JointTrajectory
+
+    from dexh2r_core import msgs
+    from dexh2r_core.robot.description import RobotDescription
+    from dexh2r_core.testing import wait_for_messages, wait_for_topic_match
+
+    sim = node_launcher.start(
+        "sim_node", params={"real_time_factor": 1.0, "scenarios": "scenarios/easy.yaml"}
+    )
+    rgb = wait_for_messages(
+        ros_node,
+        "/camera_0/color/image_raw",
+        Image,
+        count=2,
+        timeout=30,
+        qos=qos_profile_sensor_data,
+        processes=[sim],
+    )
+    depth = wait_for_messages(
+        ros_node,
+        "/camera_1/aligned_depth_to_color/image_raw",
+        Image,
+        count=2,
+        timeout=15,
+        qos=qos_profile_sensor_data,
+    )
+    info = wait_for_messages(
+        ros_node, "/camera_0/color/camera_info", CameraInfo, count=1, qos=qos_profile_sensor_data
+    )
+    assert (rgb[0].width, rgb[0].height, rgb[0].encoding) == (424, 240, "rgb8")
+    assert depth[0].encoding == "16UC1" and msgs.image_array(depth[0]).max() > 0
+    assert info[0].header.frame_id == "camera_0_color_optical_frame" and info[0].k[0] > 0
+
+    robot = RobotDescription.load("ur5_shadow")
+    names = robot.arm_joint_names
+    start = _joint_positions(ros_node, names)
+    goal = start + np.array([0.15, -0.1, 0.1, 0.1, -0.1, 0.2])
+    pub = ros_node.create_publisher(JointTrajectory, "/arm_controller/joint_trajectory", 10)
+    wait_for_topic_match(ros_node, "/arm_controller/joint_trajectory", kind="subscriber", timeout=15)
+    pub.publish(msgs.joint_trajectory_msg(names, [1.5], [goal]))
+    q = _wait_until_close(ros_node, names, goal, tol=1e-3)
+    assert np.abs(q - goal).max() < 1e-3
+
+    # Bad input: NaN and unknown joint names are rejected, the robot holds, the node keeps running.
+    pub.publish(msgs.joint_trajectory_msg(names, [1.0], [np.full(6, np.nan)]))
+    pub.publish(msgs.joint_trajectory_msg(["elbow_joint", "no_such_joint"], [1.0], [[0.0, 0.0]]))
+    sim.wait_for_log(r"rejected arm trajectory: .*NaN", timeout=15)
+    sim.wait_for_log(r"rejected arm trajectory: .*no_such_joint", timeout=15)
+    held = _joint_positions(ros_node, names)
+    assert np.abs(held - goal).max() < 2e-3
+    assert sim.alive()
+    # ... and still obeys a valid command afterwards.
+    back = goal - np.array([0.1, 0.0, 0.0, 0.0, 0.0, 0.1])
+    pub.publish(msgs.joint_trajectory_msg(names, [1.0], [back]))
+    _wait_until_close(ros_node, names, back, tol=1e-3)
