@@ -349,6 +349,28 @@ class HandoverCell:
         T[:3, 3] = self.data.xpos[self.object_body]
         return T
 
+    def robot_giver_contacts(self) -> list[dict]:
+        """Ground truth: every contact between a robot geom and a giver geom now (name, force)."""
+        m, d = self.model, self.data
+        out = []
+        force = np.zeros(6)
+        for i in range(d.ncon):
+            c = d.contact[i]
+            g1, g2 = int(c.geom1), int(c.geom2)
+            if (self.robot_geom[g1] and self.giver_geom[g2]) or (self.robot_geom[g2] and self.giver_geom[g1]):
+                robot, giver = (g1, g2) if self.robot_geom[g1] else (g2, g1)
+                mujoco.mj_contactForce(m, d, i, force)
+                out.append(
+                    {
+                        "robot_geom": m.geom(robot).name or f"geom{robot}",
+                        "robot_body": m.body(m.geom_bodyid[robot]).name,
+                        "giver_geom": m.geom(giver).name,
+                        "normal_force_n": float(force[0]),
+                        "position": c.pos.tolist(),
+                    }
+                )
+        return out
+
     def giver_keypoints(self) -> np.ndarray:
         return self.giver.keypoints(self.model, self.data)
 

@@ -3,7 +3,8 @@
 Publishes `/clock`, `/joint_states`, realsense-ros-style camera topics
 (`/camera_<i>/color/image_raw`, `/camera_<i>/aligned_depth_to_color/image_raw`,
 `/camera_<i>/color/camera_info`, `/camera_<i>/aligned_depth_to_color/camera_info`) and ground truth
-under `/sim/...` (object pose, giver wrist and keypoints, episode outcome as JSON). Accepts
+under `/sim/...` (object pose, giver wrist and keypoints, robot-giver contacts and the episode
+outcome as JSON). Accepts
 ros2_control joint_trajectory_controller commands on `/arm_controller/joint_trajectory` and
 `/hand_controller/joint_trajectory`. Services: `/sim/reset` and `/sim/next_scenario`
 (std_srvs/Trigger); parameter `scenario` (a name in the scenario file) selects the next episode.
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     object_pub = node.create_publisher(PoseStamped, "/sim/object/pose", reliable)
     wrist_pub = node.create_publisher(PoseStamped, "/sim/giver/wrist", reliable)
     keypoint_pub = node.create_publisher(PoseArray, "/sim/giver/keypoints", reliable)
+    contact_pub = node.create_publisher(String, "/sim/contacts", reliable)
     cam_pubs = []
     if cell.calibration is not None:
         for cal in cell.calibration.cameras:
@@ -205,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                     for x, y, z in cell.giver_keypoints()
                 ]
                 keypoint_pub.publish(kp)
+                contacts = cell.robot_giver_contacts()
+                if contacts:  # robot touching the giver's hand: reported every camera frame it lasts
+                    contact_pub.publish(String(data=json.dumps({"time": now, "contacts": contacts})))
                 state_pub.publish(
                     String(
                         data=json.dumps(

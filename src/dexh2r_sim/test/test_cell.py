@@ -109,3 +109,23 @@ def test_cameras_render_the_cell(easy):
             assert 400 <= np.median(valid) <= 3000  # the workspace is 0.4-3 m away
     finally:
         cell.close()
+
+
+def test_robot_giver_contact_is_detected_and_reported(easy):
+    """Drive the palm into the giver's wrist: contacts are reported and the outcome is hit-human."""
+    from dexh2r_control.ik import ArmIk
+
+    cell = HandoverCell(CellConfig(cameras=False))
+    cell.load_scenario(easy[0])
+    cell.step_until(cell.giver.trajectory.reach_end_s)
+    ik = ArmIk(cell.robot, "rh_palm")
+    target = ik.frame_pose(cell.robot.home())
+    target[:3, 3] = cell.giver.wrist_pose(cell.data)[:3, 3]
+    q_arm = ik.solve(target, cell.robot.home()).q_arm
+    cell.command_arm(JointTrajectory(cell.robot.arm_joint_names, [TrajectoryPoint(1.5, q_arm)]))
+    seen = []
+    while cell.outcome is None and cell.time < 8.0:
+        cell.step(5)
+        seen += cell.robot_giver_contacts()
+    assert cell.outcome is not None and cell.outcome.outcome == "hit-human"
+    assert seen and all(c["giver_geom"].startswith("giver/") for c in seen)
