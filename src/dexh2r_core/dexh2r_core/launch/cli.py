@@ -90,7 +90,7 @@ def format_description(desc: LaunchDescription) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    ns = _parser().parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     try:
         path, rest = _locate(ns.file, ns.args)
         if ns.show_args:
