@@ -12,11 +12,16 @@ import sys
 
 # verb -> ("module:function", one-line help)
 VERBS: dict[str, tuple[str, str]] = {
-    "demo": ("dexh2r_core.demo:main", "run the main job (simulated handover demo) and write a run folder"),
+    "demo": ("dexh2r_sim.demo:main", "the main job: simulated handovers, with a run folder and report"),
+    "smoke": ("dexh2r_core.smoke:main", "DDS health check: the smoke launch graph (talker -> listener)"),
     "launch": ("dexh2r_core.launch.cli:main", "run a ROS 2 XML launch file: one process per node"),
     "robot": ("dexh2r_core.robot.cli:main", "inspect, export and check the robot description"),
     "sim": ("dexh2r_sim.cli:main", "run handover episodes in the MuJoCo cell (or --ros: the sim node)"),
-    "bench": ("dexh2r_core.bench:main", "benchmarks that write JSON (transport, ...)"),
+    "calibrate": (
+        "dexh2r_perception.calibrate:main",
+        "camera extrinsics in the world frame from a ChArUco board",
+    ),
+    "bench": ("dexh2r_core.bench:main", "benchmarks that write JSON (transport, sim, perception, ...)"),
 }
 
 

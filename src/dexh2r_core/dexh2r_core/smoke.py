@@ -1,8 +1,8 @@
-"""`dexh2r demo`: PLACEHOLDER until the simulated handover demo exists.
+"""`dexh2r smoke`: a DDS health check of this machine through the launcher.
 
-For now it runs the smoke launch graph (launch/smoke.launch.xml: talker -> listener) through the
-launcher, on a private ROS_DOMAIN_ID (unless one is set) and localhost-only discovery, prints a
-short summary and returns the launch's exit code. The simulated handover demo will replace this.
+Runs the smoke launch graph (launch/smoke.launch.xml: talker -> listener) on a private
+ROS_DOMAIN_ID (unless one is set) and localhost-only discovery, prints a short summary and returns
+the launch's exit code: 0 when the listener heard --count messages.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ SMOKE_LAUNCH = "launch/smoke.launch.xml"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="dexh2r demo",
-        description="PLACEHOLDER: runs the smoke launch graph (talker -> listener) until the simulated "
-        "handover demo replaces this command. Exits 0 when the listener received --count messages.",
+        prog="dexh2r smoke",
+        description="DDS health check: runs the smoke launch graph (talker -> listener). "
+        "Exits 0 when the listener received --count messages.",
     )
     p.add_argument("--count", type=int, default=30, help="messages the listener waits for (default 30)")
     p.add_argument("--rate-hz", type=float, default=20.0, help="talker rate (default 20)")
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     if ns.count < 1 or ns.rate_hz <= 0 or ns.timeout <= 0:
-        print("dexh2r demo: --count must be >= 1, --rate-hz and --timeout > 0", file=sys.stderr)
+        print("dexh2r smoke: --count must be >= 1, --rate-hz and --timeout > 0", file=sys.stderr)
         return 2
     env = dict(os.environ)
     # A private domain keeps concurrent demos and tests from hearing each other.
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             environ=env,
         )
     except LaunchFileError as exc:
-        print(f"dexh2r demo: error: {exc}", file=sys.stderr)
+        print(f"dexh2r smoke: error: {exc}", file=sys.stderr)
         return 2
     heard = 0
 
@@ -57,15 +57,15 @@ def main(argv: list[str] | None = None) -> int:
             heard += 1
 
     print(
-        f"dexh2r demo (placeholder for the simulated handover demo): smoke graph, {ns.count} messages at "
+        f"dexh2r smoke: smoke graph, {ns.count} messages at "
         f"{ns.rate_hz:g} Hz, ROS_DOMAIN_ID={env.get('ROS_DOMAIN_ID', '0')}, "
         f"discovery {env['ROS_AUTOMATIC_DISCOVERY_RANGE']}"
     )
     result = run_launch(desc, timeout=ns.timeout, base_env=env, on_line=count_heard)
     if result.exit_code == 0 and heard < ns.count:
-        # The timeout ends the launch with 0; for the demo, not hearing everything is a failure.
-        print(f"demo: FAILED: listener heard {heard}/{ns.count} messages before {result.reason}")
+        # The timeout ends the launch with 0; for the health check, not hearing everything is a failure.
+        print(f"smoke: FAILED: listener heard {heard}/{ns.count} messages before {result.reason}")
         return 1
     status = "OK" if result.exit_code == 0 else f"FAILED (exit {result.exit_code}: {result.reason})"
-    print(f"demo: {status}: listener heard {heard}/{ns.count} messages in {result.duration_s:.1f} s")
+    print(f"smoke: {status}: listener heard {heard}/{ns.count} messages in {result.duration_s:.1f} s")
     return result.exit_code

@@ -205,8 +205,7 @@ def test_sigint_stops_every_node() -> None:
 
 
 @pytest.mark.ros
-def test_demo_command() -> None:
-    launcher = Launcher("demo", "--count", "5", "--rate-hz", "50")
+def test_smoke_command() -> None:
+    launcher = Launcher("smoke", "--count", "5", "--rate-hz", "50")
     assert launcher.wait() == 0, launcher.output
-    assert "placeholder" in launcher.output
-    assert "demo: OK: listener heard 5/5 messages" in launcher.output
+    assert "smoke: OK: listener heard 5/5 messages" in launcher.output
