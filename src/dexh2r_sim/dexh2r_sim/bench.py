@@ -43,6 +43,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--width", type=int, default=424)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--physics-hz", type=float, default=500.0)
+    parser.add_argument(
+        "--no-antialias", action="store_true", help="render without MSAA (faster, exact depth)"
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -52,7 +55,12 @@ def main(argv: list[str]) -> int:
     from dexh2r_sim.scenario import load_scenarios
 
     scenario = load_scenarios(config_path(args.scenarios))[args.index]
-    config = CellConfig(robot=args.robot, physics_hz=args.physics_hz, resolution=(args.width, args.height))
+    config = CellConfig(
+        robot=args.robot,
+        physics_hz=args.physics_hz,
+        resolution=(args.width, args.height),
+        antialias=args.antialias,
+    )
     cell = HandoverCell(config)
     try:
         t0 = time.perf_counter()
@@ -79,6 +87,8 @@ def main(argv: list[str]) -> int:
         "motion": scenario.motion.type,
         "robot": args.robot,
         "model_build_s": build_s,
+        "antialias": config.antialias,
+        "load_average_1min": os.getloadavg()[0],
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
