@@ -335,6 +335,25 @@ class HandoverCell:
         tth = None if released is None else released - self.giver.trajectory.reach_end_s
         self.outcome = EpisodeOutcome(outcome, tau, tth, released, detail)
 
+    def episode_record(self, episode: int, **extra) -> dict:
+        """The results-folder record of the finished episode (one line of episodes.jsonl)."""
+        if self.outcome is None:
+            raise RuntimeError("the episode has no outcome yet")
+        s, o = self.scenario, self.outcome
+        return {
+            "episode": episode,
+            "scenario": s.name,
+            "object_id": s.object_id,
+            "difficulty": s.difficulty,
+            "seed": s.seed,
+            "outcome": o.outcome,
+            "time_s": o.time_s,
+            "time_to_handover_s": o.time_to_handover_s,
+            "released_at_s": o.released_at_s,
+            "detail": o.detail,
+            **extra,
+        }
+
     # ---- observations --------------------------------------------------------------------------
     def joint_state(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         d = self.data

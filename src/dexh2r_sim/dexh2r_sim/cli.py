@@ -99,19 +99,7 @@ def run_episodes(args) -> int:
                 controller.update()
             cell.step_until(cell.time + args.control_period)
         o = cell.outcome
-        record = {
-            "episode": episode,
-            "scenario": scenario.name,
-            "object_id": scenario.object_id,
-            "difficulty": scenario.difficulty,
-            "seed": scenario.seed,
-            "outcome": o.outcome,
-            "time_s": o.time_s,
-            "time_to_handover_s": o.time_to_handover_s,
-            "released_at_s": o.released_at_s,
-            "detail": o.detail,
-            "wall_s": time.perf_counter() - t0,
-        }
+        record = cell.episode_record(episode, wall_s=time.perf_counter() - t0)
         if results is not None:
             with (results / "episodes.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")

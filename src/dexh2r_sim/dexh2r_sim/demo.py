@@ -109,19 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                     writer.append_data(frames[0].rgb)
                     next_frame += 1.0 / args.fps
             o = cell.outcome
-            record = {
-                "episode": episode,
-                "scenario": scenario.name,
-                "object_id": scenario.object_id,
-                "difficulty": scenario.difficulty,
-                "seed": scenario.seed,
-                "outcome": o.outcome,
-                "time_s": o.time_s,
-                "time_to_handover_s": o.time_to_handover_s,
-                "released_at_s": o.released_at_s,
-                "detail": o.detail,
-                "wall_s": time.perf_counter() - t_wall,
-            }
+            record = cell.episode_record(episode, wall_s=time.perf_counter() - t_wall)
             with (out / "episodes.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
             traces[f"{scenario.name} ({o.outcome})"] = trace

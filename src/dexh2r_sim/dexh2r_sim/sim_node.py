@@ -22,22 +22,6 @@ import time
 from pathlib import Path
 
 
-def _episode_record(cell, episode: int) -> dict:
-    o = cell.outcome
-    return {
-        "episode": episode,
-        "scenario": cell.scenario.name,
-        "object_id": cell.scenario.object_id,
-        "difficulty": cell.scenario.difficulty,
-        "seed": cell.scenario.seed,
-        "outcome": o.outcome,
-        "time_s": o.time_s,
-        "time_to_handover_s": o.time_to_handover_s,
-        "released_at_s": o.released_at_s,
-        "detail": o.detail,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     import rclpy
@@ -223,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if cell.outcome is not None and outcome_time is None:
                 outcome_time = cell.time
-                record = _episode_record(cell, state["episode"])
+                record = cell.episode_record(state["episode"])
                 outcome_pub.publish(String(data=json.dumps(record)))
                 node.get_logger().info(
                     f"episode {state['episode']} outcome: {record['outcome']} ({record['detail']})"
