@@ -6,8 +6,8 @@ controller uses (`cell.command_arm` / `cell.command_hand`, the same JTC semantic
 `/arm_controller/joint_trajectory`). Modes:
 
 - `grasp`: take the object with a fingertip pinch and carry it away (below);
-- `ram`: approach like `grasp`, but descend onto (and past) the giver's palm, beside the object
-  (exercises `hit-human`);
+- `ram`: approach like `grasp`, but with the grasp shifted onto (and past) the giver's wrist,
+  beside the object (exercises `hit-human`);
 - `drop`: grasp like `grasp`, then open the hand after the release (exercises `drop`).
 
 Grasp design (Shadow hand on the UR5). The giver offers palm up, the lower part of the object in
@@ -15,8 +15,8 @@ its fingers, so the free part is the top. The robot comes from above (axis `u`, 
 default) and pinches the object `depth` below its top between the tips of its thumb and of its
 index and middle fingers, across a horizontal axis `a`. `plan_pinch` optimises the 6 arm joints
 and the 13 pinch joints (hand wrist, thumb, index, middle) together (least squares on the
-robot's forward kinematics against the
-object's signed distance): the three tip spheres touch the surface, thumb -> fingers along `a`,
+robot's forward kinematics against the object's signed distance): the three tip spheres touch
+the surface, thumb -> fingers along `a`, their surface normals facing along it where possible,
 index and middle side by side, contacts in the middle of the object's cross-section; no other
 hand geom within `margin` of the object or within `giver_clearance` of the giver's finger bones
 (from its keypoints); the palm faces down; no two arm links (or hand and arm) closer than
@@ -27,13 +27,16 @@ the object) does not invalidate it. Two more hand postures at the same palm pose
 `pre_open / 2` off the surface, clear of it all along the descent) and `squeeze` (tips
 `squeeze / 2` inside it: the position servos' error is the grip force).
 
-Sequence: plan when the giver's reach is about to end, pre-shape and move (in joint space) to the
-pre-grasp `approach_clearance` above the grasp, descend along a straight line once there, close,
-let the grip settle, then raise the palm slowly: the giver's weld is stiff, so the lift becomes an
-upward pull through the compliant fingers until the giver feels the weight taken and lets go;
-then carry the object back toward the robot. While the giver moves (Hard scenarios) every arm
-target is re-planned every `replan_s` from the giver's hand pose extrapolated with its measured
-velocity, and sent with that velocity so that the arm keeps moving between plans.
+Sequence: plan when the giver's reach is about to end; pre-shape and move (one joint-space move,
+on the branch the planner checked) to the pre-grasp `approach_clearance` above the grasp; once
+there, descend (the offset along `u` runs down to 0), close, let the grip settle, then raise the
+palm slowly: the giver's weld is stiff, so the lift becomes an upward pull through the compliant
+fingers until the giver feels the weight taken and lets go; then carry the object up and back
+toward the robot at once (the giver's fingers open right after the release). From the pre-grasp
+on, the palm target is re-planned every `replan_s` from the giver's hand pose extrapolated with
+its measured velocity (the object is welded to it) and tracked with the arm and the hand's own
+wrist joints together (`WristIk`): this arm's wrist joints saturate near 0.35 rad/s, the hand's
+wrist is fast and absorbs quick turns while the arm catches up.
 """
 
 from __future__ import annotations
@@ -80,21 +83,24 @@ class ScriptConfig:
     max_plans: int = 3  # optimise at most this many candidates
     max_plan_cost: float = 0.2  # least-squares cost of an acceptable pinch
     approach_s: float = 1.0
-    descend_s: float = 0.6
+    descend_s: float = 0.45
     approach_tolerance: tuple[float, float] = (0.01, 4.0)  # (m, deg): descend once this close
     grasp_tolerance: tuple[float, float] = (0.004, 3.0)  # (m, deg): close once this close
     arrive_timeout_s: float = 2.0  # ... or this long after the move should have ended
-    close_s: float = 0.4
-    settle_s: float = 0.2
+    close_s: float = 0.3
+    settle_s: float = 0.15
     lift: float = 0.01  # then raise the palm up to this much, slowly: a pull while the giver holds on
     lift_speed: float = 0.005  # m/s
     retreat: tuple[float, float, float] = (-0.04, 0.0, 0.08)  # world offset to carry it away, fast:
     retreat_s: float = 0.5  # the giver's fingers open right after its release
-    ram_depth: float = 0.03  # ram mode: the pinch aims this far past the giver's palm
+    ram_depth: float = 0.03  # ram mode: the pinch aims this far past the giver's hand ...
+    ram_keypoints: tuple[int, ...] = (0,)  # ... at these keypoints' mean (MediaPipe ids: the wrist)
     replan_s: float = 0.1
     depth: float = 0.03  # pinch contacts at least this far below the object's top along u ...
     depth_range: float = 0.015  # ... and at most this much further (where the surface is better)
     normal_weight: float = 0.5  # weight of the surface normals facing along the pinch axis
+    max_normal_up: float = 0.35  # contact normals' component along u at most this (~20 deg) ...
+    normal_up_weight: float = 1.0  # ... with this weight
     margin: float = 0.004  # other hand geoms at least this far from the object
     giver_clearance: float = 0.03  # hand geoms at least this far from the giver's finger bones
     self_clearance: float = 0.004  # m, between arm links (and hand vs arm)
@@ -349,7 +355,8 @@ class WristIk:
         self, target: np.ndarray, q: np.ndarray, wrist_nominal: np.ndarray, iterations: int = 20
     ) -> np.ndarray:
         """Whole-robot joint vector q with its arm and hand-wrist joints moved to reach target."""
-        pin = self.ik._pin
+        import pinocchio as pin  # as ArmIk: only where IK runs
+
         model, data = self.ik.model, self.ik.data
         q = q.copy()
         target_se3 = pin.SE3(target[:3, :3], target[:3, 3])
@@ -490,6 +497,8 @@ def plan_pinch(
                 3.0 * (axis - a_o),  # thumb -> fingers along a
                 # on surfaces facing along the pinch (not its rounded top): an antipodal grip
                 config.normal_weight * (a_o - signs * normals).ravel(),
+                # and never on a surface facing up much: squeezing there pushes the object down
+                config.normal_up_weight * np.maximum(normals @ u_o - config.max_normal_up, 0.0),
                 [100.0 * (Po[tips[1]] - Po[tips[2]]) @ a_o],  # index and middle on one side
                 # at the pinch height, or deeper (down to depth_max) where the surface is better
                 [30.0 * max(h - target_h, 0.0) + 30.0 * min(h - (target_h - config.depth_range), 0.0)],
@@ -729,8 +738,8 @@ class ScriptedHandover:
 
     # ---- commands ------------------------------------------------------------------------------
     def _solve(self, T: np.ndarray, seed: np.ndarray) -> np.ndarray:
-        q = self._q()
-        q[: self.robot.n_arm] = seed
+        """Arm joints for palm pose T from `seed`, with the hand (its wrist) where it is going."""
+        q = np.concatenate([seed, self._hand_profile[2]])
         return self.ik.solve(T, q).q_arm
 
     def _move_arm(self, pose_at, duration: float, straight: bool = True) -> None:
@@ -829,13 +838,13 @@ class ScriptedHandover:
             self._q_goal = self.grasp.q_arm
             self._wrist_nominal = self.grasp.q_contact[self._wrist_idx]
             if self.mode == "ram":
-                # Aim the pinch (between the open thumb and fingers) at the giver's palm, past it.
+                # Aim the pinch (between the open thumb and fingers) at the giver's wrist, past it.
                 geo = self._geo
                 geo.set(np.concatenate([self.grasp.q_arm, self.grasp.q_open]))
                 P = geo.points()
                 centre = 0.5 * (P[geo.tips[0]] + 0.5 * (P[geo.tips[1]] + P[geo.tips[2]]))
-                palm = cell.giver_keypoints()[[0, 5, 9, 13, 17]].mean(axis=0)
-                self._ram_offset = palm - c.ram_depth * self.grasp.u - centre
+                aim = cell.giver_keypoints()[list(c.ram_keypoints)].mean(axis=0)
+                self._ram_offset = aim - c.ram_depth * self.grasp.u - centre
             self._out_profile = (cell.time, c.approach_clearance, c.approach_clearance, 1.0)
             self._move_hand(self.grasp.q_open, c.approach_s)
             self._enter("approach")
