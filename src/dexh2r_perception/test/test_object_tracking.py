@@ -160,7 +160,7 @@ def test_robot_points_follow_the_joint_states(cell):
     robot = RobotPointModel(cell.robot)
     names, q, _, _ = cell.joint_state()
     moved = q.copy()
-    moved[0] += 0.4  # shoulder pan
+    moved[0] += 1.2  # shoulder pan: sweeps the whole arm well away from the old flange
     pts_home = robot.points_world(dict(zip(names, q.tolist(), strict=True)))
     pts_moved = robot.points_world(dict(zip(names, moved.tolist(), strict=True)))
     assert len(pts_home) == len(pts_moved) == len(robot)

@@ -140,7 +140,12 @@ def build_robot_spec(config: RobotConfig) -> mujoco.MjSpec:
         setattr(hand, attr, getattr(spec, attr))
     # MuJoCo warns about attaching without a prefix; attach with one, then strip it from the kinematic
     # elements so that the hand keeps its standard names (assets keep the prefix: no clashes).
-    mount.attach_body(hand.body(root_name), _ATTACH_PREFIX, "")
+    # The root keeps no pose from the asset (e.g. the wrist's offset inside the Shadow forearm):
+    # where it sits is exactly mount * root_offset.
+    root = hand.body(root_name)
+    root.pos = [0.0, 0.0, 0.0]
+    root.quat = [1.0, 0.0, 0.0, 0.0]
+    mount.attach_body(root, _ATTACH_PREFIX, "")
     for element in [*spec.bodies, *spec.joints, *spec.geoms, *spec.sites]:
         if element.name.startswith(_ATTACH_PREFIX):
             element.name = element.name[len(_ATTACH_PREFIX) :]
