@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--physics-hz", type=float, default=500.0)
     parser.add_argument(
-        "--no-antialias", action="store_true", help="render without MSAA (faster, exact depth)"
+        "--antialias", action="store_true", help="render with MSAA (about half the camera speed)"
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
