@@ -54,14 +54,23 @@ class ArmIk:
         self.arm_v_idx = np.array(
             [self.model.joints[self.model.getJointId(n)].idx_v for n in robot.arm_joint_names]
         )
+        # pinocchio q index of every `joint_names` entry: one gather per call instead of a name loop.
+        self._q_index = np.array(
+            [self.model.joints[self.model.getJointId(n)].idx_q for n in robot.joint_names]
+        )
         self.lower = robot.lower[: robot.n_arm]
         self.upper = robot.upper[: robot.n_arm]
         self.posture = robot.home()[: robot.n_arm]
 
+    def _pin_q(self, q: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.model.nq)
+        out[self._q_index] = q
+        return out
+
     def frame_pose(self, q: np.ndarray) -> np.ndarray:
         """World pose (4x4) of the IK frame for a full joint vector (arm + hand)."""
         pin = self._pin
-        pin.framesForwardKinematics(self.model, self.data, self.robot.pinocchio_q(self.model, q))
+        pin.framesForwardKinematics(self.model, self.data, self._pin_q(q))
         return self.data.oMf[self.frame_id].homogeneous.copy()
 
     def solve(self, target: np.ndarray, q_seed: np.ndarray) -> IkResult:
@@ -70,7 +79,7 @@ class ArmIk:
         cfg = self.config
         if target.shape != (4, 4) or not np.all(np.isfinite(target)):
             raise ValueError("IK target must be a finite 4x4 transform")
-        q_full = self.robot.pinocchio_q(self.model, q_seed)
+        q_full = self._pin_q(np.asarray(q_seed, dtype=float))
         target_se3 = pin.SE3(target[:3, :3], target[:3, 3])
         weights = np.array([1.0, 1.0, 1.0, cfg.rotation_weight, cfg.rotation_weight, cfg.rotation_weight])
         pos_err = rot_err = np.inf

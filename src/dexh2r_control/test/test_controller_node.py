@@ -1,0 +1,129 @@
+"""controller_node over DDS: targets in, JointTrajectory on both controllers; NaN holds; e-stop latches."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+ARM = "/arm_controller/joint_trajectory"
+HAND = "/hand_controller/joint_trajectory"
+
+
+def _collect(node, topic, seconds, msg_type):
+    """Spin `node` for `seconds` (its timers keep publishing) and return what arrived on `topic`."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    got = []
+    sub = node.create_subscription(
+        msg_type, topic, got.append, QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
+    )
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.01)
+    finally:
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_subscription(sub)
+    return got
+
+
+def _call(node, name, timeout=10.0):
+    from rclpy.executors import SingleThreadedExecutor
+    from std_srvs.srv import Trigger
+
+    client = node.create_client(Trigger, name)
+    assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+    future = client.call_async(Trigger.Request())
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        executor.spin_until_future_complete(future, timeout_sec=timeout)
+    finally:
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=1.0)
+    assert future.done(), f"service {name} did not answer"
+    return future.result()
+
+
+def test_controller_node_streams_holds_on_nan_and_latches_estop(node_launcher, ros_node):
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from dexh2r_control.ik import ArmIk
+    from dexh2r_core import msgs
+    from dexh2r_core.robot.description import RobotDescription
+    from dexh2r_core.testing import wait_for_messages
+
+    robot = RobotDescription.load("ur5_shadow")
+    home = robot.home()
+    palm = ArmIk(robot, robot.config.hand.palm_link).frame_pose(home)
+    proc = node_launcher.start("controller_node", params={"rate_hz": 100.0})
+
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    js_pub = ros_node.create_publisher(JointState, "/joint_states", reliable)
+    wrist_pub = ros_node.create_publisher(PoseStamped, "/policy/hand_target/wrist", reliable)
+    fingers_pub = ros_node.create_publisher(JointState, "/policy/hand_target/fingers", reliable)
+    state = {"wrist": None}
+
+    def publish():
+        js_pub.publish(msgs.joint_state_msg(robot.joint_names, home))
+        if state["wrist"] is not None:
+            wrist_pub.publish(state["wrist"])
+
+    ros_node.create_timer(0.02, publish)
+
+    # 1. Only NaN targets: commands stream on both topics, and nothing moves.
+    bad = PoseStamped()
+    bad.pose.position.x = float("nan")
+    bad.pose.orientation.w = 1.0
+    state["wrist"] = bad
+    first = wait_for_messages(
+        ros_node, ARM, JointTrajectory, count=1, timeout=60, processes=[proc], qos=reliable
+    )
+    assert first[0].joint_names == robot.arm_joint_names
+    hand = wait_for_messages(ros_node, HAND, JointTrajectory, count=1, timeout=10, processes=[proc])
+    assert hand[0].joint_names == robot.hand_joint_names
+    held = _collect(ros_node, ARM, 0.5, JointTrajectory)
+    assert len(held) > 10
+    for m in held:
+        np.testing.assert_allclose(m.points[0].positions, home[:6], atol=1e-9)
+        assert np.all(np.array(m.points[0].velocities) == 0.0)
+    assert "rejected wrist target" in proc.log_text()
+
+    # 2. A valid target 5 cm away plus a finger target: arm and hand move.
+    target = palm.copy()
+    target[0, 3] += 0.05
+    state["wrist"] = msgs.pose_stamped_msg(target, 0.0)
+    fingers_pub.publish(msgs.joint_state_msg(["rh_FFJ2"], [0.6]))
+    moving = _collect(ros_node, ARM, 1.0, JointTrajectory)
+    last = np.array(moving[-1].points[0].positions)
+    assert np.max(np.abs(last - home[:6])) > 0.01
+    hand_msgs = _collect(ros_node, HAND, 0.5, JointTrajectory)
+    ff1 = robot.hand_joint_names.index("rh_FFJ1")
+    assert hand_msgs[-1].points[0].positions[ff1] > 0.1  # coupled distal joint follows rh_FFJ2
+
+    # 3. E-stop: latched, the command comes to rest although targets keep coming.
+    assert _call(ros_node, "/controller/estop").success
+    stopped = _collect(ros_node, ARM, 1.5, JointTrajectory)
+    tail = stopped[-20:]
+    assert all(np.all(np.array(m.points[0].velocities) == 0.0) for m in tail)
+    assert all(m.points[0].positions == tail[0].points[0].positions for m in tail)
+    states = _collect(ros_node, "/handover/state", 0.4, String)
+    assert states and json.loads(states[-1].data)["estop"] is True
+
+    # 4. Reset: the latch clears, and fresh targets move the robot again.
+    assert _call(ros_node, "/controller/reset").success
+    target[0, 3] += 0.05
+    state["wrist"] = msgs.pose_stamped_msg(target, 0.0)
+    resumed = _collect(ros_node, ARM, 1.0, JointTrajectory)
+    assert np.max(np.abs(np.array(resumed[-1].points[0].positions) - tail[-1].points[0].positions)) > 0.005

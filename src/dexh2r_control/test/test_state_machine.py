@@ -1,0 +1,178 @@
+"""Handover state machine: the happy path, every state's timeout and abort path, re-plan, e-stop."""
+
+from dataclasses import replace
+
+import pytest
+
+from dexh2r_control.state_machine import HandoverConfig, HandoverStateMachine, Observation, State
+
+# Observations that satisfy each state's exit condition (cumulative: later ones keep earlier facts).
+OFFER = {
+    "object_valid": True,
+    "object_age_s": 0.0,
+    "hand_keypoints_seen": True,
+    "giver_hand_to_object_m": 0.05,
+}
+NEAR = {**OFFER, "robot_hand_to_object_m": 0.05}
+REACHED = {**NEAR, "target_reached": True}
+CONTACT = {**NEAR, "contact": True}
+HELD = {**CONTACT, "hold_confirmed": True}
+
+
+def obs(now, **kw) -> Observation:
+    return Observation(now=now, **kw)
+
+
+def advance(sm, now, **kw):
+    return sm.update(obs(now, **kw))
+
+
+def to_state(sm, state: State) -> float:
+    """Drive a fresh machine to `state` along the happy path; returns the time."""
+    sm.start(0.0)
+    path = [
+        (State.APPROACH, OFFER),
+        (State.ALIGN, NEAR),
+        (State.CLOSE, REACHED),
+        (State.CONFIRM_HOLD, CONTACT),
+        (State.RETREAT, HELD),
+        (State.PLACE, {**HELD, "target_reached": True}),
+        (State.IDLE, {**HELD, "target_reached": True}),
+    ]
+    t = 0.0
+    for nxt, kw in path:
+        if sm.state == state:
+            return t
+        t += 0.1
+        advance(sm, t, **kw)
+        assert sm.state == nxt, sm.history
+    assert sm.state == state
+    return t
+
+
+def test_happy_path_and_modes():
+    sm = HandoverStateMachine()
+    assert sm.output().mode == "manual"
+    to_state(sm, State.IDLE)
+    states = [s for _, s, _ in sm.history]
+    assert states == [
+        State.WAIT_FOR_OFFER,
+        State.APPROACH,
+        State.ALIGN,
+        State.CLOSE,
+        State.CONFIRM_HOLD,
+        State.RETREAT,
+        State.PLACE,
+        State.IDLE,
+    ]
+
+
+@pytest.mark.parametrize(
+    "state, mode, grasp",
+    [
+        (State.WAIT_FOR_OFFER, "hold", False),
+        (State.APPROACH, "track", False),
+        (State.ALIGN, "track", True),
+        (State.CLOSE, "track", True),
+        (State.CONFIRM_HOLD, "track", True),
+        (State.RETREAT, "retreat", True),
+        (State.PLACE, "place", False),
+    ],
+)
+def test_outputs_per_state(state, mode, grasp):
+    sm = HandoverStateMachine()
+    to_state(sm, state)
+    out = sm.output()
+    assert (out.state, out.mode, out.grasp_phase) == (state, mode, grasp)
+
+
+ABORT_TARGET = {
+    State.WAIT_FOR_OFFER: State.IDLE,
+    State.APPROACH: State.RETREAT,
+    State.ALIGN: State.RETREAT,
+    State.CLOSE: State.RETREAT,
+    State.CONFIRM_HOLD: State.RETREAT,
+    State.RETREAT: State.HOLD,
+    State.PLACE: State.HOLD,
+}
+
+
+STAY = {
+    State.WAIT_FOR_OFFER: {},
+    State.APPROACH: OFFER,
+    State.ALIGN: NEAR,
+    State.CLOSE: NEAR,
+    State.CONFIRM_HOLD: CONTACT,
+    State.RETREAT: HELD,
+    State.PLACE: HELD,
+}
+
+
+@pytest.mark.parametrize("state", list(ABORT_TARGET))
+def test_every_state_times_out_into_its_abort_path(state):
+    sm = HandoverStateMachine()
+    t = to_state(sm, state)
+    limit = sm.config.timeout(state)
+    # Observations that keep the state where it is (nothing new happens) until the timeout.
+    stay = STAY[state]
+    advance(sm, t + limit - 0.01, **stay)
+    assert sm.state == state
+    advance(sm, t + limit + 0.01, **stay)
+    assert sm.state == ABORT_TARGET[state]
+    assert "timeout" in sm.reason
+
+
+@pytest.mark.parametrize("state", list(ABORT_TARGET))
+def test_every_state_has_an_abort_path(state):
+    sm = HandoverStateMachine()
+    t = to_state(sm, state)
+    sm.abort(t + 0.05, "operator")
+    assert sm.state == ABORT_TARGET[state]
+    if sm.state == State.RETREAT:
+        assert sm.output().aborting
+        advance(sm, t + 0.1, target_reached=True)  # aborting retreat ends in hold, not place
+        assert sm.state == State.HOLD
+
+
+@pytest.mark.parametrize("state", [s for s in ABORT_TARGET if s != State.WAIT_FOR_OFFER])
+def test_estop_goes_to_hold_from_every_active_state(state):
+    sm = HandoverStateMachine()
+    t = to_state(sm, state)
+    advance(sm, t + 0.05, **HELD, estop=True)
+    assert sm.state == State.HOLD and sm.output().mode == "hold"
+    sm.start(t + 0.1)
+    assert sm.state == State.WAIT_FOR_OFFER
+
+
+def test_object_stale_holds_then_lost_aborts():
+    sm = HandoverStateMachine()
+    t = to_state(sm, State.APPROACH)
+    out = advance(sm, t + 0.1, **{**OFFER, "object_age_s": 0.5})  # stale, not lost
+    assert out.state == State.APPROACH and out.mode == "hold"
+    out = advance(sm, t + 0.2, **{**OFFER, "object_age_s": 1.5})  # lost
+    assert out.state == State.RETREAT and "object lost" in out.reason
+
+
+def test_object_pulled_away_replans_without_abort():
+    sm = HandoverStateMachine()
+    t = to_state(sm, State.CLOSE)
+    out = advance(sm, t + 0.1, **{**OFFER, "robot_hand_to_object_m": 0.3})
+    assert out.state == State.APPROACH and "re-plan" in out.reason and not out.aborting
+
+
+def test_dropped_object_during_retreat_aborts_to_hold():
+    sm = HandoverStateMachine()
+    t = to_state(sm, State.RETREAT)
+    advance(sm, t + 0.1, **OFFER)  # no contact any more
+    assert sm.state == State.HOLD and "dropped" in sm.reason
+
+
+def test_stop_from_any_state_and_config_checks():
+    sm = HandoverStateMachine()
+    to_state(sm, State.CLOSE)
+    sm.stop(1.0)
+    assert sm.state == State.IDLE and sm.output().mode == "manual"
+    with pytest.raises(ValueError, match="unknown state"):
+        HandoverConfig(timeouts_s={"aproach": 1.0})
+    with pytest.raises(ValueError, match="realign"):
+        replace(HandoverConfig(), realign_distance_m=0.05)

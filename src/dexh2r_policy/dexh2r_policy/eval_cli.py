@@ -1,0 +1,30 @@
+"""`dexh2r eval <what>`: evaluations of the policy stack (sub-dispatcher).
+
+    dexh2r eval grasps --json OUT        # the paper's grasp table for a grasp generator
+
+`offline` (the paper's replay benchmark) and `closed-loop` (physics episodes) join here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> ("module:function", help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "grasps": ("dexh2r_policy.eval_grasps:main", "succ6, succ1, pen_depth, diversity of a grasp generator"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    asked_help = bool(argv) and argv[0] in ("-h", "--help")
+    if not argv or asked_help or argv[0] not in SUBCOMMANDS:
+        lines = ["usage: dexh2r eval <what> [args...]", "", "what:"]
+        lines += [f"  {name:<8} {text}" for name, (_, text) in SUBCOMMANDS.items()]
+        if argv and not asked_help:
+            lines.insert(0, f"dexh2r eval: unknown evaluation '{argv[0]}'")
+        print("\n".join(lines), file=sys.stdout if asked_help else sys.stderr)
+        return 0 if asked_help else 2
+    module, _, func = SUBCOMMANDS[argv[0]][0].partition(":")
+    return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)

@@ -1,0 +1,1 @@
+"""Grasp pools (object-frame grasp candidates) and the paper's MuJoCo stability test."""
