@@ -21,6 +21,8 @@ VERBS: dict[str, tuple[str, str]] = {
         "dexh2r_perception.calibrate:main",
         "camera extrinsics in the world frame from a ChArUco board",
     ),
+    "datagen": ("dexh2r_policy.datagen:main", "training data from the sim: grasp pools (grasps)"),
+    "eval": ("dexh2r_policy.eval_cli:main", "policy evaluations: the grasp table (grasps)"),
     "bench": ("dexh2r_core.bench:main", "benchmarks that write JSON (transport, sim, perception, ...)"),
 }
 

@@ -42,7 +42,14 @@ def header(stamp_s: float, frame_id: str) -> Header:
 
 
 # ---- images -----------------------------------------------------------------------------------
-_ENCODINGS = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 1), "16UC1": (np.uint16, 1)}
+# 32FC1: depth in metres as REP 118 has it (NaN = no measurement).
+_ENCODINGS = {
+    "rgb8": (np.uint8, 3),
+    "bgr8": (np.uint8, 3),
+    "mono8": (np.uint8, 1),
+    "16UC1": (np.uint16, 1),
+    "32FC1": (np.float32, 1),
+}
 
 
 def image_msg(array: np.ndarray, encoding: str, stamp_s: float, frame_id: str) -> Image:

@@ -25,7 +25,9 @@ def test_images_round_trip_through_serialisation():
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, size=(24, 42, 3), dtype=np.uint8)
     depth = rng.integers(0, 6000, size=(24, 42), dtype=np.uint16)
-    for array, encoding in ((rgb, "rgb8"), (depth, "16UC1")):
+    metres = rng.uniform(0.3, 3.0, size=(24, 42)).astype(np.float32)
+    metres[3, 5] = np.nan  # REP 118: no measurement
+    for array, encoding in ((rgb, "rgb8"), (depth, "16UC1"), (metres, "32FC1")):
         msg = image_msg(array, encoding, 12.5, "camera_0_color_optical_frame")
         again = deserialize_message(serialize_message(msg), Image)
         np.testing.assert_array_equal(image_array(again), array)

@@ -8,4 +8,5 @@ free of imports: build scripts execute it.
 NODES: dict[str, str] = {
     "realsense_node": "dexh2r_perception.realsense_node:main",
     "object_tracker_node": "dexh2r_perception.object_tracker_node:main",
+    "hand_tracker_node": "dexh2r_perception.hand_tracker_node:main",
 }

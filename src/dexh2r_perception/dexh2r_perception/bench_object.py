@@ -181,6 +181,8 @@ def evaluate_object_tracking(
     known_object: bool = True,
     keypoint_noise_m: float = 0.0,
     keypoint_bias_m: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    hand_keypoints: str = "truth",
+    cell_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the tracker on each scenario for `seconds` of simulated time; metrics as in the module doc.
 
@@ -188,7 +190,9 @@ def evaluate_object_tracking(
     `known_object=False` runs the unknown-object path (centroid only; ADD-S then measures nothing
     useful and only centroid errors are reported). `keypoint_noise_m` (per-coordinate Gaussian
     sigma, seeded) and `keypoint_bias_m` (a constant offset) degrade the ground-truth hand keypoints
-    to mimic a real hand tracker.
+    to mimic a real hand tracker. `hand_keypoints="tracker"` takes them from `HandTracker` on the
+    same frames instead (the deployed graph; a frame without a hand gives none). `cell_options`:
+    extra `CellConfig` fields (e.g. the camera optics).
     Returns {"scenarios": [per-scenario dicts], "object_*": aggregate figures, "targets", "pass"}.
     """
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -197,8 +201,16 @@ def evaluate_object_tracking(
     from dexh2r_sim.objects import sample_surface_points
 
     config = config or TrackerConfig()
+    if hand_keypoints not in ("truth", "tracker"):
+        raise ValueError(f"hand_keypoints: 'truth' or 'tracker', got '{hand_keypoints}'")
     cell = HandoverCell(
-        CellConfig(robot=robot, cameras=True, resolution=(width, height), camera_hz=camera_hz)
+        CellConfig(
+            robot=robot,
+            cameras=True,
+            resolution=(width, height),
+            camera_hz=camera_hz,
+            **(cell_options or {}),
+        )
     )
     per_scenario: list[dict[str, Any]] = []
     all_add, all_rot, all_sym, all_ms, all_cpu, all_centroid = [], [], [], [], [], []
@@ -217,6 +229,11 @@ def evaluate_object_tracking(
             )
             box = config.workspace
             rng = np.random.default_rng(scenario.seed)
+            hand_tracker = None
+            if hand_keypoints == "tracker":
+                from dexh2r_perception.hand_tracking import HandTracker
+
+                hand_tracker = HandTracker(cell.calibration)
             rows = []
             n_frames = round(seconds * camera_hz)
             for k in range(n_frames + 1):
@@ -224,10 +241,15 @@ def evaluate_object_tracking(
                 frames = cell.render()
                 names, q, _, _ = cell.joint_state()
                 joints = dict(zip(names, q.tolist(), strict=True))
+                keypoints: np.ndarray | None
+                if hand_tracker is not None:
+                    hand = hand_tracker.process(cell.time, {f.name: (f.rgb, f.depth_mm) for f in frames})
+                    keypoints = None if hand is None else hand.keypoints
+                else:
+                    keypoints = cell.giver_keypoints() + np.asarray(keypoint_bias_m)
+                    if keypoint_noise_m > 0:
+                        keypoints = keypoints + rng.normal(0.0, keypoint_noise_m, keypoints.shape)
                 cpu0 = time.thread_time()
-                keypoints = cell.giver_keypoints() + np.asarray(keypoint_bias_m)
-                if keypoint_noise_m > 0:
-                    keypoints = keypoints + rng.normal(0.0, keypoint_noise_m, keypoints.shape)
                 est = pipeline.process(cell.time, [f.depth_mm for f in frames], joints, keypoints)
                 cpu_ms = (time.thread_time() - cpu0) * 1e3
                 T_gt = cell.object_pose()
@@ -256,6 +278,8 @@ def evaluate_object_tracking(
                         row["rot_deg"] = rotation_error_deg(T_gt[:3, :3], est.pose[:3, :3])
                         row["rot_sym_deg"] = symmetry.error_deg(T_gt[:3, :3], est.pose[:3, :3])
                 rows.append(row)
+            if hand_tracker is not None:
+                hand_tracker.close()
             vis_rows = [r for r in rows if r["visible"]]
             lost = sum(r["status"] == "lost" for r in vis_rows)
             false = sum(
@@ -340,7 +364,10 @@ def evaluate_object_tracking(
             "camera_hz": camera_hz,
             "cameras": len(cell.calibration.cameras),
             "robot": robot,
-            "hand_keypoints": "ground truth (hand tracker stand-in)",
+            "hand_keypoints": (
+                "HandTracker on the same frames" if hand_keypoints == "tracker" else "ground truth"
+            ),
+            "cell_options": dict(cell_options or {}),
             "keypoint_noise_m": keypoint_noise_m,
             "keypoint_bias_m": list(keypoint_bias_m),
             "known_object": known_object,
@@ -359,6 +386,7 @@ def evaluate_node_latency(
     camera_hz: float = 30.0,
     start_s: float = 1.5,
     clip_s: float = 2.5,
+    cell_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`object_tracker_node` as a separate process over DDS: output rate and latency.
 
@@ -387,7 +415,9 @@ def evaluate_node_latency(
     chosen = next((s for s in _load_scenarios(scenarios_file) if s.name == scenario), None)
     if chosen is None:
         raise ValueError(f"no scenario '{scenario}' in {scenarios_file}")
-    cell = HandoverCell(CellConfig(cameras=True, resolution=(width, height), camera_hz=camera_hz))
+    cell = HandoverCell(
+        CellConfig(cameras=True, resolution=(width, height), camera_hz=camera_hz, **(cell_options or {}))
+    )
     clip = []
     try:
         cell.load_scenario(chosen)

@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_depth(index: int):
         def callback(msg: Image) -> None:
             try:
-                image = msgs.image_array(msg) if msg.encoding != "32FC1" else _float_image(msg)
+                image = msgs.image_array(msg)
             except msgs.MessageError as exc:
                 counts["bad"] += 1
                 log.warning(f"dropping depth image of {calibration.cameras[index].name}: {exc}")
@@ -318,16 +318,6 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
-
-
-def _float_image(msg) -> np.ndarray:
-    """32FC1 depth (metres, REP-118) -> [H, W] float32; NaN stays NaN (treated as invalid)."""
-    from dexh2r_core.msgs import MessageError
-
-    if msg.step < msg.width * 4 or len(msg.data) < msg.step * msg.height:
-        raise MessageError(f"32FC1 image data is {len(msg.data)} bytes for {msg.width}x{msg.height}")
-    rows = np.frombuffer(bytes(msg.data), np.uint8, count=msg.step * msg.height).reshape(msg.height, msg.step)
-    return rows[:, : msg.width * 4].copy().view(">f4" if msg.is_bigendian else "<f4").astype(np.float32)
 
 
 if __name__ == "__main__":

@@ -99,9 +99,11 @@ class TrackerConfig:
     # Robot removal.
     robot_margin_m: float = 0.02
     robot_point_spacing_m: float = 0.008
-    # Giver hand removal (skin capsules are <= 11 mm in radius; + depth noise and keypoint error).
-    hand_bone_radius_m: float = 0.018
-    hand_palm_radius_m: float = 0.025
+    # Giver hand removal: skin capsules are <= 11 mm in radius, plus depth noise and the hand
+    # tracker's keypoint error (MPJPE ~25-30 mm on the cell, docs/perception_hand.md). With 18/25 mm
+    # (enough for ground-truth keypoints) hand remnants stay and registration fails.
+    hand_bone_radius_m: float = 0.03
+    hand_palm_radius_m: float = 0.035
     forearm_length_m: float = 0.45
     forearm_behind_wrist_m: float = 0.02
     # Segmentation.

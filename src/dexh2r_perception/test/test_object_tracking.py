@@ -200,7 +200,11 @@ def test_hand_removal_keeps_the_object(cell):
     on_object = d_obj < 0.004
     removed = hand_mask(cloud, kp, TrackerConfig())
     assert on_object.sum() > 100
-    assert removed[on_object].mean() < 0.25  # fingers touch the object: some of it goes too
+    # Fingers touch the object: some of it goes too, more with the default radii that absorb the
+    # hand tracker's keypoint error than with radii sized for exact keypoints.
+    assert removed[on_object].mean() < 0.45
+    exact = TrackerConfig(hand_bone_radius_m=0.018, hand_palm_radius_m=0.025)
+    assert hand_mask(cloud, kp, exact)[on_object].mean() < 0.25
     # Everything within 2 cm of the wrist or behind it (forearm) that is not the object goes.
     wrist_region = (np.linalg.norm(cloud - kp[0], axis=1) < 0.02) & ~on_object
     assert wrist_region.any() and removed[wrist_region].all()

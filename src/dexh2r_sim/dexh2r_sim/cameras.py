@@ -27,6 +27,7 @@ import threading
 from dataclasses import dataclass
 from types import TracebackType
 
+import cv2
 import mujoco
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -268,10 +269,17 @@ class RgbdRenderer:
         *,
         max_geom: int = 10000,
         gl_backend: str | None = None,
+        rgb_blur_px: float = 0.0,
     ):
+        if rgb_blur_px < 0:
+            raise ValueError(f"rgb_blur_px: must be >= 0, got {rgb_blur_px}")
         self.model = model
         self.calibration = calibration
         self.noise = noise if noise is not None else DepthNoise()
+        # Gaussian sigma (px) of the colour optics: lens, demosaicing and compression keep a real
+        # camera's edges from being pixel-sharp; MediaPipe's landmarks on aliased renders are
+        # off by a few pixels more than on blurred ones (docs/perception_hand.md).
+        self.rgb_blur_px = float(rgb_blur_px)
         self._thread = threading.get_ident()
         self._cam_ids: list[int] = []
         for cal in calibration.cameras:
@@ -368,6 +376,8 @@ class RgbdRenderer:
         rgb_buf, depth_buf = self._rgb_buf[index], self._depth_buf[index]
         mujoco.mjr_readPixels(rgb_buf, depth_buf, viewport, self._con)
         rgb = np.ascontiguousarray(rgb_buf[::-1])
+        if self.rgb_blur_px > 0:
+            rgb = cv2.GaussianBlur(rgb, (0, 0), self.rgb_blur_px)
         depth_m = self.linearize_depth(depth_buf[::-1])
         depth_mm = self.noise.apply(depth_m, frame_index, stream=index, depth_scale_m=cal.depth_scale_m)
         return RgbdFrame(name=cal.name, rgb=rgb, depth_mm=depth_mm, depth_m=depth_m, frame_index=frame_index)

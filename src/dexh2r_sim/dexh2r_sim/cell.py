@@ -79,6 +79,8 @@ class CellConfig:
     # 88 % of frames with it; the price is half the camera throughput on a CPU renderer (two 424x240
     # cameras no longer keep up with real time on 2 cores) and a depth bias of about -2 mm at 1 m.
     antialias: bool = False
+    # Gaussian blur (sigma, px) of the colour images: the optics of a real camera (see RgbdRenderer).
+    rgb_blur_px: float = 0.0
     # Measured compute latency of the stack, applied as actuation delay (commands act this late).
     actuation_delay_s: float = 0.0
 
@@ -415,7 +417,9 @@ class HandoverCell:
         if self.calibration is None:
             raise RuntimeError("cameras are disabled in this cell (CellConfig.cameras = false)")
         if self._renderer is None:
-            self._renderer = RgbdRenderer(self.model, self.calibration, self.config.depth_noise)
+            self._renderer = RgbdRenderer(
+                self.model, self.calibration, self.config.depth_noise, rgb_blur_px=self.config.rgb_blur_px
+            )
         frames = self._renderer.render(self.data, frame_index=self.frame_index)
         self.frame_index += 1
         return frames

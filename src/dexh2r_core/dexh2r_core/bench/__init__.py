@@ -15,6 +15,14 @@ BENCHES: dict[str, tuple[str, str]] = {
         "two 30 Hz RGB-D-like streams between processes over DDS: delivery and latency",
     ),
     "sim": ("dexh2r_sim.bench:main", "real-time factor of the handover cell, physics only and with cameras"),
+    "control": (
+        "dexh2r_control.bench:main",
+        "control loop (IK + safety, in-process): command rate, period jitter, IK time, watchdog stop",
+    ),
+    "perception": (
+        "dexh2r_perception.bench:main",
+        "object and hand tracking vs sim ground truth, node rate/latency, capture, calibration",
+    ),
 }
 
 
