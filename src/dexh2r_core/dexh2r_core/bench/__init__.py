@@ -19,6 +19,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "dexh2r_control.bench:main",
         "control loop (IK + safety, in-process): command rate, period jitter, IK time, watchdog stop",
     ),
+    "teleop": (
+        "dexh2r_teleop.bench_teleop:main",
+        "teleop: retargeting time and fidelity, camera-to-command time, deadman stop",
+    ),
     "perception": (
         "dexh2r_perception.bench:main",
         "object and hand tracking vs sim ground truth, node rate/latency, capture, calibration",
