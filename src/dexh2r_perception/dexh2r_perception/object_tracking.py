@@ -1032,6 +1032,13 @@ class ObjectTracker:
             candidates = [
                 idx for idx in candidates if np.linalg.norm(pts[idx].mean(axis=0) - c) <= gate + model.radius
             ]
+            if not candidates:
+                # The object is still joined to hand remnants (keypoints a few cm off): register
+                # the points around its predicted centre; the fitness, free-space, hand and gate
+                # checks below still decide.
+                near = np.flatnonzero(np.linalg.norm(pts - c, axis=1) <= model.radius + gate)
+                if len(near) >= cfg.min_object_points:
+                    candidates = [near]
         candidates = candidates[: cfg.max_candidates]
         if not candidates:
             return self._lost(stamp, "no object-sized cluster in the workspace")
