@@ -43,6 +43,10 @@ from dexh2r_control.safety import (
 )
 from dexh2r_core.robot.description import RobotDescription
 
+# The e-stop reason of a teleoperation deadman stop: the one latch that clears itself when the
+# deadman is back (an operator's e-stop needs its explicit reset).
+DEADMAN_REASON = "deadman released"
+
 
 @dataclass(frozen=True)
 class ControllerConfig:

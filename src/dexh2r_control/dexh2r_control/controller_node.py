@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
     from trajectory_msgs.msg import JointTrajectoryPoint
 
-    from dexh2r_control.controller import ArmHandController, ControllerConfig, HandTarget
+    from dexh2r_control.controller import DEADMAN_REASON, ArmHandController, ControllerConfig, HandTarget
     from dexh2r_control.safety import InvalidTargetError, SafetyConfig
     from dexh2r_control.state_machine import HandoverStateMachine, Observation
     from dexh2r_core import msgs
@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     contact_topic = p("contact_topic", "/handover/contact").value
     hold_topic = p("hold_confirmed_topic", "/handover/hold_confirmed").value
     retreat_up_m = float(p("retreat_up_m", 0.15).value)
+    # Teleoperation deadman (std_msgs/Bool, e.g. 20 Hz from a pedal): "" = not used. Without a
+    # True within the timeout (or on False) the robot brakes at the e-stop rate; the latch clears
+    # itself when the deadman is back (the robot then holds until a new target arrives).
+    deadman_topic = p("deadman_topic", "").value
+    deadman_timeout_s = float(p("deadman_timeout_s", 0.06).value)
     safety = SafetyConfig(
         watchdog_timeout_s=float(p("watchdog_timeout_s", 0.1).value),
         slowdown_distance_m=float(p("slowdown_distance_m", SafetyConfig.slowdown_distance_m).value),
@@ -111,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "last_state_pub": -np.inf,
         "last_state": None,
         "retreat_pose": None,
+        "deadman_beat": -np.inf,  # receipt time of the last True
     }
 
     def now_s() -> float:
@@ -191,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     node.create_subscription(JointState, joint_target_topic, on_joint_target, reliable)
     node.create_subscription(PoseArray, keypoints_topic, on_keypoints, qos_profile_sensor_data)
     node.create_subscription(PoseStamped, object_topic, on_object, qos_profile_sensor_data)
+
+    def on_deadman(msg: Bool) -> None:
+        with lock:
+            inputs["deadman_beat"] = now_s() if msg.data else -np.inf
+
+    if deadman_topic:
+        node.create_subscription(Bool, deadman_topic, on_deadman, reliable)
     node.create_subscription(Bool, contact_topic, on_bool("contact"), reliable)
     node.create_subscription(Bool, hold_topic, on_bool("hold"), reliable)
     arm_pub = node.create_publisher(JointTrajectoryMsg, arm_topic, reliable)
@@ -306,6 +319,14 @@ def main(argv: list[str] | None = None) -> int:
             last = inputs["last_tick"]
             inputs["last_tick"] = now
             dt = period if last is None else float(np.clip(now - last, 0.25 * period, 4 * period))
+            if deadman_topic:
+                alive = now - inputs["deadman_beat"] <= deadman_timeout_s
+                if not alive and not ctrl.safety.estopped:
+                    ctrl.estop(DEADMAN_REASON)
+                    log.warn(f"deadman released ({deadman_topic}): braking to a hold")
+                elif alive and ctrl.safety.estopped and ctrl.safety.estop_reason == DEADMAN_REASON:
+                    ctrl.reset_estop(now)
+                    inputs["new_target"] = None  # only targets sent after the deadman came back
             out = sm.update(observation(now)) if sm.state.value != "idle" else sm.output()
             ctrl.set_grasp_phase(out.grasp_phase)
             apply_mode(out.mode, now)

@@ -127,3 +127,52 @@ def test_controller_node_streams_holds_on_nan_and_latches_estop(node_launcher, r
     state["wrist"] = msgs.pose_stamped_msg(target, 0.0)
     resumed = _collect(ros_node, ARM, 1.0, JointTrajectory)
     assert np.max(np.abs(np.array(resumed[-1].points[0].positions) - tail[-1].points[0].positions)) > 0.005
+
+
+def test_deadman_loss_brakes_and_its_return_needs_a_new_target(node_launcher, ros_node):
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Bool, String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from dexh2r_control.ik import ArmIk
+    from dexh2r_core import msgs
+    from dexh2r_core.robot.description import RobotDescription
+    from dexh2r_core.testing import wait_for_messages
+
+    robot = RobotDescription.load("ur5_shadow")
+    home = robot.home()
+    palm = ArmIk(robot, robot.config.hand.palm_link).frame_pose(home)
+    proc = node_launcher.start(
+        "controller_node", params={"rate_hz": 100.0, "deadman_topic": "/teleop/deadman"}
+    )
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    js_pub = ros_node.create_publisher(JointState, "/joint_states", reliable)
+    wrist_pub = ros_node.create_publisher(PoseStamped, "/policy/hand_target/wrist", reliable)
+    deadman_pub = ros_node.create_publisher(Bool, "/teleop/deadman", reliable)
+    state = {"pressed": True, "t0": time.monotonic()}
+
+    def publish():
+        js_pub.publish(msgs.joint_state_msg(robot.joint_names, home))
+        if state["pressed"]:
+            deadman_pub.publish(Bool(data=True))
+        # The operator's hand keeps moving: a target 0.05 m/s along +y.
+        target = palm.copy()
+        target[1, 3] += 0.05 * (time.monotonic() - state["t0"])
+        wrist_pub.publish(msgs.pose_stamped_msg(target, 0.0))
+
+    ros_node.create_timer(0.05, publish)  # the deadman's 20 Hz
+    wait_for_messages(ros_node, ARM, JointTrajectory, count=1, timeout=60, processes=[proc], qos=reliable)
+    moving = _collect(ros_node, ARM, 1.0, JointTrajectory)
+    assert np.max(np.abs(moving[-1].points[0].velocities)) > 1e-3, "following the operator"
+    state["pressed"] = False
+    stopped = _collect(ros_node, ARM, 1.0, JointTrajectory)
+    tail = stopped[-20:]
+    assert all(np.all(np.array(m.points[0].velocities) == 0.0) for m in tail), "braked to a hold"
+    states = [json.loads(m.data) for m in _collect(ros_node, "/handover/state", 0.4, String)]
+    assert states and states[-1]["estop"] is True
+    assert "deadman released" in proc.log_text()
+    state["pressed"] = True  # back: the latch clears and the fresh targets move the robot again
+    resumed = _collect(ros_node, ARM, 1.0, JointTrajectory)
+    assert np.max(np.abs(np.array(resumed[-1].points[0].positions) - tail[-1].points[0].positions)) > 1e-3

@@ -34,9 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from dexh2r_control.controller import DEADMAN_REASON
 from dexh2r_core.robot.description import RobotDescription
-
-DEADMAN_REASON = "deadman released"
 
 
 @dataclass(frozen=True)
