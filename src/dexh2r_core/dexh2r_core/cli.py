@@ -22,7 +22,8 @@ VERBS: dict[str, tuple[str, str]] = {
         "camera extrinsics in the world frame from a ChArUco board",
     ),
     "datagen": ("dexh2r_policy.datagen:main", "training data from the sim: grasp pools (grasps)"),
-    "eval": ("dexh2r_policy.eval_cli:main", "policy evaluations: the grasp table (grasps)"),
+    "eval": ("dexh2r_policy.eval_cli:main", "policy evaluations: grasp table (grasps), replay (offline)"),
+    "train": ("dexh2r_policy.train:main", "train a policy from config/policy/<name>.yaml (torchrun for DDP)"),
     "bench": ("dexh2r_core.bench:main", "benchmarks that write JSON (transport, sim, perception, ...)"),
 }
 

@@ -1,8 +1,9 @@
 """`dexh2r eval <what>`: evaluations of the policy stack (sub-dispatcher).
 
     dexh2r eval grasps --json OUT        # the paper's grasp table for a grasp generator
+    dexh2r eval offline --policy motionnet --mode easy --split test --json OUT   # replay benchmark
 
-`offline` (the paper's replay benchmark) and `closed-loop` (physics episodes) join here.
+`closed-loop` (physics episodes) joins here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import sys
 # name -> ("module:function", help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "grasps": ("dexh2r_policy.eval_grasps:main", "succ6, succ1, pen_depth, diversity of a grasp generator"),
+    "offline": (
+        "dexh2r_policy.eval_offline:main",
+        "the paper's replay benchmark (success, safety, penetration)",
+    ),
 }
 
 

@@ -23,6 +23,7 @@ BENCHES: dict[str, tuple[str, str]] = {
         "dexh2r_teleop.bench_teleop:main",
         "teleop: retargeting time and fidelity, camera-to-command time, deadman stop",
     ),
+    "policy": ("dexh2r_policy.dynamic_grasp:bench_main", "DynamicGrasp step time (MotionNet small + paper)"),
     "perception": (
         "dexh2r_perception.bench:main",
         "object and hand tracking vs sim ground truth, node rate/latency, capture, calibration",

@@ -1,0 +1,696 @@
+"""DynamicGrasp, one step at a time (ROS-free): target-grasp selection, MotionNet re-planning,
+goal-pose alignment that follows the moving object, then an explicit close and lift.
+
+    policy = DynamicGrasp(MotionNetPlanner(model), pool, DynamicGraspConfig(mode="easy"))
+    target = policy.step(stamp, obj_pose, obj_points, giver_keypoints, HandState(T_world_hand, finger_q))
+    target.T_world_hand, target.finger_q, target.stamp, target.phase
+
+Per step (method doc §3.2-3.3; frame = one call):
+1. Inputs are checked (`BadInputError`: NaN / too few cloud points, a non-rigid pose, bad shapes;
+   `EmptyPoolError`). The object cloud goes through `sample_fixed` (the training preprocessing).
+2. The object-frame pool is posed by the current object pose (`pool_t = T_world_obj · T_obj_hand`).
+3. *approach*: the planner sees every frame (MotionNet encodes each new cloud once); every
+   `replan_every` frames (the paper: 5) it re-plans from the last P hand states towards the target
+   grasp (`select_target`: top-40 by translation, then the smallest rotation angle; grasps whose
+   hand would touch the giver's hand keypoints are skipped when keypoints are given), and the
+   plan's poses are executed one per frame. Until P frames of history exist the hand holds still.
+4. *switch* (checked once the trajectory has more than `align_after_frames` frames; the paper:
+   50): d = translation to the nearest pool grasp; easy: d < 10 cm; hard: d < 5 cm and the object
+   moved since the previous frame. The switch is one-way.
+5. *align*, every frame: re-select the goal from pool_t (the goal follows the object and may
+   change), n = floor(d / 2 cm); step 1/(n+1) of the way (slerp rotation, lerp translation and
+   fingers); when n <= 1, snap to the goal (`reached`).
+6. *close* (not in the paper): `close_frames` frames on the goal (still following the object)
+   while the flexion joints squeeze `squeeze_rad` past the grasp; *lift*: `lift_height_m` up
+   (world +z) over `lift_frames`; then *done* (hold).
+
+Targets are stamped `stamp + frame_dt_s`: the pose is for the next frame.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+
+from dexh2r_policy.models.geometry import (
+    from_frame,
+    interpolate_pose,
+    inverse,
+    is_rigid,
+    rotation_angles,
+    to_frame,
+)
+
+Phase = Literal["warmup", "approach", "align", "close", "lift", "done"]
+DEFAULT_SQUEEZE_JOINTS = (*(f"rh_{f}J{j}" for f in ("FF", "MF", "RF", "LF") for j in (3, 2)), "rh_THJ2")
+
+
+class DynamicGraspError(ValueError):
+    """Base of the policy's input errors: no target is produced for this step."""
+
+
+class BadInputError(DynamicGraspError):
+    """An observation that cannot be used (NaN, too few points, a non-rigid pose, a bad shape)."""
+
+
+class EmptyPoolError(DynamicGraspError):
+    """No grasp to aim at."""
+
+
+@dataclass(frozen=True)
+class DynamicGraspConfig:
+    mode: Literal["easy", "hard"] = "easy"
+    replan_every: int = 5  # k: frames between MotionNet plans (the paper: 5)
+    top_k: int = 40  # selection: nearest by translation, then the smallest rotation among these
+    easy_radius_m: float = 0.10
+    hard_radius_m: float = 0.05
+    align_after_frames: int = 50  # the switch is checked once the trajectory is longer than this
+    step_m: float = 0.02  # alignment: n = floor(d / step_m) interpolation steps
+    snap_steps: int = 1  # snap to the goal when n <= this
+    moved_m: float = 1e-4  # hard mode: the object "moved" since the previous frame (translation ...
+    moved_rad: float = 1e-3  # ... or rotation above these)
+    min_points: int = 32  # fewer finite object points is bad input
+    giver_clearance_m: float = 0.02  # skip grasps with hand points this close to giver keypoints (0: off)
+    close_frames: int = 5
+    squeeze_rad: float = 0.15
+    squeeze_joints: tuple[str, ...] = DEFAULT_SQUEEZE_JOINTS
+    lift_frames: int = 10
+    lift_height_m: float = 0.10
+    frame_dt_s: float = 0.1  # time between frames (target stamps)
+    cloud_sample: Literal["fps", "random"] = "random"  # object cloud sampling (sample_fixed), as in training
+    cloud_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("replan_every", "top_k", "min_points"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("easy_radius_m", "hard_radius_m", "step_m", "frame_dt_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("close_frames", "lift_frames", "align_after_frames", "snap_steps"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def radius_m(self) -> float:
+        return self.easy_radius_m if self.mode == "easy" else self.hard_radius_m
+
+
+@dataclass
+class HandState:
+    T_world_hand: np.ndarray  # [4, 4] hand root frame in world
+    finger_q: np.ndarray  # [22]
+
+
+@dataclass
+class HandTarget:
+    stamp: float  # s: when the hand should be there (observation stamp + frame_dt_s)
+    T_world_hand: np.ndarray  # [4, 4]
+    finger_q: np.ndarray  # [22]
+    phase: Phase
+    frame: int  # step counter (0 = first observation)
+    goal: int | None = None  # pool index aimed at (selection / alignment), if any
+    distance_m: float | None = None  # translation to that grasp
+    replanned: bool = False
+    from_network: bool = False  # a planner (MotionNet) pose, not warm-up / interpolation / close
+
+
+@dataclass
+class ObjectGraspPool:
+    """Grasps in the object frame: T_obj_hand [G, 4, 4], finger_q [G, 22] (finger_joint_names order)."""
+
+    T_obj_hand: np.ndarray
+    finger_q: np.ndarray
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.T_obj_hand = np.asarray(self.T_obj_hand, dtype=np.float64).reshape(-1, 4, 4)
+        if len(self.T_obj_hand) == 0:
+            raise EmptyPoolError(f"grasp pool {self.name or '(unnamed)'} is empty")
+        self.finger_q = np.asarray(self.finger_q, dtype=np.float64).reshape(len(self.T_obj_hand), -1)
+        if not (np.isfinite(self.T_obj_hand).all() and np.isfinite(self.finger_q).all()):
+            raise BadInputError(f"grasp pool {self.name or '(unnamed)'} contains NaN or inf")
+
+    def __len__(self) -> int:
+        return len(self.T_obj_hand)
+
+    @classmethod
+    def from_grasp_pool(cls, pool, stable_only: bool = True) -> ObjectGraspPool:
+        """From a `grasps.pool.GraspPool` (its succ6 grasps when `stable_only` and there are any)."""
+        mask = pool.succ6 if stable_only and pool.succ6.any() else np.ones(len(pool), bool)
+        if len(pool) == 0:
+            raise EmptyPoolError(f"grasp pool of {pool.object_id} is empty")
+        return cls(pool.T_obj_hand[mask], pool.finger_q[mask], pool.object_id)
+
+    @classmethod
+    def load(cls, path, stable_only: bool = True) -> ObjectGraspPool:
+        from dexh2r_policy.grasps.pool import GraspPool
+
+        return cls.from_grasp_pool(GraspPool.load(path), stable_only)
+
+
+# ---- selection ---------------------------------------------------------------------------------
+
+
+def giver_points(keypoints: np.ndarray) -> np.ndarray:
+    """The giver hand as points: 21 MediaPipe keypoints plus the midpoint of every bone [41, 3]."""
+    bones = [
+        (0, 1),
+        (1, 2),
+        (2, 3),
+        (3, 4),
+        (0, 5),
+        (5, 6),
+        (6, 7),
+        (7, 8),
+        (0, 9),
+        (9, 10),
+        (10, 11),
+        (11, 12),
+        (0, 13),
+        (13, 14),
+        (14, 15),
+        (15, 16),
+        (0, 17),
+        (17, 18),
+        (18, 19),
+        (19, 20),
+    ]
+    kp = np.asarray(keypoints, dtype=np.float64)
+    mids = np.array([(kp[a] + kp[b]) / 2 for a, b in bones])
+    return np.concatenate([kp, mids])
+
+
+def select_target(
+    pool_world: np.ndarray,
+    T_world_hand: np.ndarray,
+    top_k: int = 40,
+    pool_points: np.ndarray | None = None,
+    giver: np.ndarray | None = None,
+    clearance: float = 0.0,
+) -> int:
+    """Index of the target grasp: among the `top_k` nearest by translation (L2), the smallest
+    geodesic rotation angle (the official `find_nearest_final_qpose_using_fourty_trans_top_rotation`).
+
+    pool_world [G, 4, 4]; with `giver` points [K, 3], `pool_points` [G, S, 3] (hand root frame)
+    and `clearance` > 0, grasps whose posed points come within `clearance` of the giver are skipped
+    (among the 2 top_k nearest); if that leaves none, the unfiltered choice stands.
+    """
+    d = np.linalg.norm(pool_world[:, :3, 3] - T_world_hand[:3, 3], axis=1)
+    order = np.argsort(d, kind="stable")
+    cand = order[:top_k]
+    if giver is not None and pool_points is not None and clearance > 0:
+        wide = order[: 2 * top_k]
+        P = from_frame(pool_world[wide], pool_points[wide])  # [C, S, 3]
+        gap = np.sqrt(((P[:, :, None, :] - giver[None, None]) ** 2).sum(-1)).min(axis=(1, 2))
+        free = wide[gap >= clearance][:top_k]
+        if len(free):
+            cand = free
+    ang = rotation_angles(T_world_hand[None, :3, :3], pool_world[cand, :3, :3])
+    return int(cand[int(np.argmin(ang))])
+
+
+# ---- planners ------------------------------------------------------------------------------------
+
+
+class MotionPlanner(Protocol):
+    """What DynamicGrasp asks for future poses (MotionNet; the recorded expert; later DP/DP3)."""
+
+    n_past: int
+
+    def observe(self, frame: int, cloud_world: np.ndarray, hand: HandState) -> None:
+        """Every frame's sampled object cloud [N, 3] (world) with the hand state of that frame."""
+
+    def plan(
+        self, frame: int, history: list[HandState], target: HandState, target_points: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Future poses (T_world_hand [F, 4, 4], finger_q [F, 22]); F >= replan_every."""
+
+
+def bf16_is_fast() -> bool:
+    """True where the CPU has native bfloat16 matrix instructions (oneDNN reports support)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class MotionNetPlanner:
+    """MotionNet behind the planner interface, with per-frame cloud features cached.
+
+    threads: torch intra-op threads (process-wide; None leaves torch's setting). One thread is the
+    default: batch-1 inference gains little from more, and on a shared 2-core machine a second
+    spinning thread made a 0.1 ms PointNet take 50 ms.
+    encoder_dtype: the point encoder's inference precision; "auto" = bfloat16 for wide encoders
+    (feature >= 512) on CPUs with native bf16 (AVX512-BF16 / AMX: the paper-size encoder takes
+    2.6-5 ms instead of 16-22 ms on 1024 points), else float32. Features go back to float32
+    before the trunk (which stays float32).
+    """
+
+    def __init__(
+        self,
+        model,
+        hand_surface=None,
+        threads: int | None = 1,
+        encoder_dtype: Literal["auto", "float32", "bfloat16"] = "auto",
+    ) -> None:
+        import copy
+
+        from dexh2r_policy.models.hand_surface import HandSurface
+
+        self.model = model.eval()
+        c = self.config = model.config
+        self.n_past = c.n_past
+        self.n_points = c.n_points
+        self.hand_surface = hand_surface or HandSurface.for_robot(c.robot, c.n_surface, c.surface_seed)
+        self._features: deque[tuple[int, torch.Tensor]] = deque(maxlen=c.n_past)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        device = next(model.parameters()).device
+        use_bf16 = encoder_dtype == "bfloat16" or (
+            encoder_dtype == "auto" and device.type == "cpu" and c.feature_dim >= 512 and bf16_is_fast()
+        )  # a small encoder gains nothing (0.10 vs 0.12 ms for 256 points, 128-d)
+        self.encoder_dtype = torch.bfloat16 if use_bf16 else torch.float32
+        self.encoder = (
+            copy.deepcopy(model.encoder).to(self.encoder_dtype).eval() if use_bf16 else model.encoder
+        )
+
+    def reset(self) -> None:
+        self._features.clear()
+
+    def hand_points(self, finger_q: np.ndarray) -> np.ndarray:
+        return self.hand_surface.points(finger_q)
+
+    @torch.inference_mode()
+    def observe(self, frame: int, cloud_world: np.ndarray, hand: HandState) -> None:
+        from dexh2r_policy.motionnet import cloud_in_hand
+
+        local = torch.from_numpy(cloud_in_hand(hand.T_world_hand, cloud_world))[None]
+        self._features.append((frame, self.encoder(local.to(self.encoder_dtype))[0].float()))
+
+    @torch.inference_mode()
+    def plan(
+        self, frame: int, history: list[HandState], target: HandState, target_points: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from dexh2r_policy.motionnet import compose, hand_geometry, hand_history
+
+        P = self.n_past
+        hist = history[-P:]
+        feats = [f for _, f in self._features][-P:]
+        if len(hist) < P or len(feats) < P:
+            raise RuntimeError(f"MotionNet needs {P} frames of history, has {len(hist)} / {len(feats)}")
+        T = np.stack([h.T_world_hand for h in hist])
+        q = np.stack([h.finger_q for h in hist])
+        prev, cur = hist[-2], hist[-1]
+        geo = hand_geometry(
+            prev.T_world_hand,
+            self.hand_points(prev.finger_q),
+            cur.T_world_hand,
+            self.hand_points(cur.finger_q),
+            target.T_world_hand,
+            target_points,
+        )
+        out = self.model(
+            torch.from_numpy(hand_history(T, q))[None], torch.stack(feats)[None], torch.from_numpy(geo)[None]
+        )[0].numpy()
+        return compose(cur.T_world_hand, cur.finger_q, out)
+
+
+class ReplayPlanner:
+    """The recorded expert hand as the planner (the offline benchmark's upper bound): the plan at
+    frame t is the recording's frames t+1 .. t+F (the last frame repeated past the end)."""
+
+    def __init__(
+        self, T_world_hand: np.ndarray, finger_q: np.ndarray, n_past: int = 5, horizon: int = 10
+    ) -> None:
+        self.T, self.q = np.asarray(T_world_hand), np.asarray(finger_q)
+        self.n_past, self.horizon = n_past, horizon
+
+    def observe(self, frame: int, cloud_world: np.ndarray, hand: HandState) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def plan(
+        self, frame: int, history: list[HandState], target: HandState, target_points: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.minimum(np.arange(frame + 1, frame + 1 + self.horizon), len(self.T) - 1)
+        return self.T[idx], self.q[idx]
+
+
+# ---- the step ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    frame: int = -1
+    phase: Phase = "warmup"
+    history: deque = field(default_factory=lambda: deque(maxlen=8))
+    plan: tuple[np.ndarray, np.ndarray] | None = None
+    plan_frame: int = -1
+    prev_obj: np.ndarray | None = None
+    goal: int | None = None
+    phase_frame: int = 0
+    T_lift0: np.ndarray | None = None
+    q_closed: np.ndarray | None = None
+
+
+class DynamicGrasp:
+    """The ROS-free DynamicGrasp step (see the module docstring)."""
+
+    def __init__(
+        self,
+        planner,
+        pool: ObjectGraspPool | None,
+        config: DynamicGraspConfig | None = None,
+        n_points: int | None = None,
+        hand_surface=None,
+    ) -> None:
+        self.planner = planner
+        self.config = config or DynamicGraspConfig()
+        self.n_points = n_points or getattr(planner, "n_points", 256)
+        hs = hand_surface or getattr(planner, "hand_surface", None)
+        if hs is None:
+            from dexh2r_policy.models.hand_surface import HandSurface
+
+            hs = HandSurface.for_robot("ur5_shadow", 64)
+        self.hand_surface = hs
+        names = hs.finger_names
+        self.squeeze_idx = np.array(
+            [names.index(n) for n in self.config.squeeze_joints if n in names], dtype=int
+        )
+        lo, hi = hs.model.jnt_range[:, 0], hs.model.jnt_range[:, 1]
+        self.q_lower, self.q_upper = lo[: len(names)], hi[: len(names)]
+        self.pool: ObjectGraspPool | None = None
+        self.pool_points: np.ndarray | None = None
+        if pool is not None:
+            self.set_pool(pool)
+        self.state = _State()
+
+    def set_pool(self, pool: ObjectGraspPool) -> None:
+        """A new object's pool (its hand surface points are computed once here)."""
+        if pool is None or len(pool) == 0:
+            raise EmptyPoolError("grasp pool is empty")
+        self.pool = pool
+        self.pool_points = self.hand_surface.points_batch(pool.finger_q)
+
+    def reset(self) -> None:
+        self.state = _State()
+        if hasattr(self.planner, "reset"):
+            self.planner.reset()
+
+    @property
+    def phase(self) -> Phase:
+        return self.state.phase
+
+    # -- checks --
+    def _check(self, obj_pose, obj_points, giver_keypoints, hand) -> tuple[np.ndarray, np.ndarray]:
+        if self.pool is None or len(self.pool) == 0:
+            raise EmptyPoolError("no grasp pool: call set_pool() with the object's grasps first")
+        obj_pose = np.asarray(obj_pose, dtype=np.float64)
+        if not is_rigid(obj_pose):
+            raise BadInputError(
+                f"object pose must be a finite rigid 4x4 transform, got shape {obj_pose.shape}"
+            )
+        pts = np.asarray(obj_points, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise BadInputError(f"object points must be [N, 3], got shape {list(pts.shape)}")
+        finite = np.isfinite(pts).all(axis=1)
+        if not finite.all():
+            raise BadInputError(
+                f"object point cloud contains NaN/inf in {int((~finite).sum())} of {len(pts)} points"
+            )
+        if len(pts) < self.config.min_points:
+            raise BadInputError(
+                f"object point cloud has {len(pts)} points, need at least {self.config.min_points}"
+            )
+        if giver_keypoints is not None:
+            kp = np.asarray(giver_keypoints, dtype=np.float64)
+            if kp.shape != (21, 3) or not np.isfinite(kp).all():
+                raise BadInputError(
+                    f"giver keypoints must be a finite [21, 3] array, got shape {list(kp.shape)}"
+                )
+        if not is_rigid(np.asarray(hand.T_world_hand, dtype=np.float64)):
+            raise BadInputError("hand pose must be a finite rigid 4x4 transform")
+        q = np.asarray(hand.finger_q, dtype=np.float64)
+        if q.shape != (self.hand_surface.n_fingers,) or not np.isfinite(q).all():
+            raise BadInputError(f"finger joints must be a finite [{self.hand_surface.n_fingers}] vector")
+        return obj_pose, pts
+
+    # -- the step --
+    def step(
+        self,
+        stamp: float,
+        obj_pose: np.ndarray,
+        obj_points: np.ndarray,
+        giver_keypoints: np.ndarray | None,
+        hand: HandState,
+    ) -> HandTarget:
+        """One frame: observation in, the hand target for the next frame out (see module doc)."""
+        from dexh2r_core.pointcloud import sample_fixed
+
+        c, s = self.config, self.state
+        obj_pose, pts = self._check(obj_pose, obj_points, giver_keypoints, hand)
+        hand = HandState(np.asarray(hand.T_world_hand, np.float64), np.asarray(hand.finger_q, np.float64))
+        s.frame += 1
+        s.history.append(hand)
+        moved = s.prev_obj is not None and (
+            np.linalg.norm(obj_pose[:3, 3] - s.prev_obj[:3, 3]) > c.moved_m
+            or float(rotation_angles(obj_pose[:3, :3], s.prev_obj[:3, :3])) > c.moved_rad
+        )
+        s.prev_obj = obj_pose
+        pool_world = obj_pose[None] @ self.pool.T_obj_hand
+        giver = giver_points(giver_keypoints) if giver_keypoints is not None else None
+        out_stamp = float(stamp) + c.frame_dt_s
+
+        def target(T, q, **kw) -> HandTarget:
+            return HandTarget(out_stamp, np.asarray(T), np.asarray(q), s.phase, s.frame, **kw)
+
+        if s.phase in ("warmup", "approach"):
+            if s.frame + 1 > c.align_after_frames:  # trajectory length = frame + 1
+                d_min = float(np.linalg.norm(pool_world[:, :3, 3] - hand.T_world_hand[:3, 3], axis=1).min())
+                if d_min < c.radius_m and (c.mode == "easy" or moved):
+                    s.phase = "align"
+            if s.phase != "align":  # each frame's cloud is sampled and encoded once
+                cloud = sample_fixed(pts, self.n_points, c.cloud_sample, c.cloud_seed)
+                self.planner.observe(s.frame, cloud, hand)
+        if s.phase == "warmup" and len(s.history) >= self.planner.n_past:
+            s.phase = "approach"
+        if s.phase == "warmup":
+            return target(hand.T_world_hand, hand.finger_q)
+        if s.phase == "approach":
+            replanned = False
+            if s.plan is None or s.frame - s.plan_frame >= c.replan_every:
+                g = select_target(
+                    pool_world, hand.T_world_hand, c.top_k, self.pool_points, giver, c.giver_clearance_m
+                )
+                s.goal = g
+                goal = HandState(pool_world[g], self.pool.finger_q[g])
+                s.plan = self.planner.plan(s.frame, list(s.history), goal, self.pool_points[g])
+                s.plan_frame, replanned = s.frame, True
+            i = min(s.frame - s.plan_frame, len(s.plan[0]) - 1)
+            d = float(np.linalg.norm(pool_world[s.goal, :3, 3] - hand.T_world_hand[:3, 3]))
+            return target(
+                s.plan[0][i], s.plan[1][i], goal=s.goal, distance_m=d, replanned=replanned, from_network=True
+            )
+        if s.phase == "align":
+            g = select_target(
+                pool_world, hand.T_world_hand, c.top_k, self.pool_points, giver, c.giver_clearance_m
+            )
+            s.goal = g
+            d = float(np.linalg.norm(pool_world[g, :3, 3] - hand.T_world_hand[:3, 3]))
+            n = math.floor(d / c.step_m)
+            if n <= c.snap_steps:
+                s.phase, s.phase_frame = "close", s.frame
+                s.q_closed = self.pool.finger_q[g].copy()
+                return target(pool_world[g], self.pool.finger_q[g], goal=g, distance_m=d)
+            frac = 1.0 / (n + 1)
+            T = interpolate_pose(hand.T_world_hand, pool_world[g], frac)
+            q = hand.finger_q + frac * (self.pool.finger_q[g] - hand.finger_q)
+            return target(T, q, goal=g, distance_m=d)
+        if s.phase == "close":
+            k = s.frame - s.phase_frame
+            ramp = min(1.0, k / max(c.close_frames, 1))
+            q = s.q_closed.copy()
+            q[self.squeeze_idx] += ramp * c.squeeze_rad
+            q = np.clip(q, self.q_lower, self.q_upper)
+            T = pool_world[s.goal]
+            if k >= c.close_frames:
+                s.phase, s.phase_frame, s.T_lift0 = "lift", s.frame, T.copy()
+                s.q_closed = q
+            return target(T, q, goal=s.goal)
+        if s.phase == "lift":
+            k = s.frame - s.phase_frame
+            T = s.T_lift0.copy()
+            T[2, 3] += c.lift_height_m * min(1.0, k / max(c.lift_frames, 1))
+            if k >= c.lift_frames:
+                s.phase = "done"
+            return target(T, s.q_closed, goal=s.goal)
+        T = s.T_lift0.copy() if s.T_lift0 is not None else hand.T_world_hand
+        T[2, 3] = s.T_lift0[2, 3] + c.lift_height_m if s.T_lift0 is not None else T[2, 3]
+        return target(T, s.q_closed if s.q_closed is not None else hand.finger_q, goal=s.goal)
+
+
+def bench_step(
+    model,
+    config: DynamicGraspConfig | None = None,
+    steps: int = 200,
+    seed: int = 0,
+    pool_size: int = 500,
+    cloud_points: int = 4096,
+) -> dict[str, float]:
+    """Step latency (ms) of DynamicGrasp with `model` on a synthetic moving object: every step
+    (cloud sampling + encoding, selection, network at re-plan frames, alignment switch check).
+    Returns p50 / p95 / max and the re-plan-step p95 (`plan_p95`)."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    c = config or DynamicGraspConfig(align_after_frames=10**9)
+    planner = MotionNetPlanner(model)
+    T_pool = np.repeat(np.eye(4)[None], pool_size, axis=0)
+    from scipy.spatial.transform import Rotation
+
+    T_pool[:, :3, :3] = Rotation.random(pool_size, random_state=seed).as_matrix()
+    T_pool[:, :3, 3] = rng.normal(scale=0.08, size=(pool_size, 3))
+    pool = ObjectGraspPool(T_pool, rng.uniform(0, 0.5, size=(pool_size, planner.hand_surface.n_fingers)))
+    policy = DynamicGrasp(planner, pool, c)
+    cloud = rng.normal(scale=0.04, size=(cloud_points, 3))
+    hand = HandState(np.eye(4), np.zeros(planner.hand_surface.n_fingers))
+    hand.T_world_hand[:3, 3] = [0.5, 0.0, 0.3]
+    times, plan_times = [], []
+    for i in range(steps):
+        obj = np.eye(4)
+        obj[:3, 3] = [0.0, 0.01 * np.sin(i / 10), 0.3]
+        t0 = time.perf_counter()
+        tgt = policy.step(i * c.frame_dt_s, obj, cloud + obj[:3, 3], None, hand)
+        dt = (time.perf_counter() - t0) * 1000.0
+        hand = HandState(tgt.T_world_hand, tgt.finger_q)
+        if i >= 10:
+            times.append(dt)
+            if tgt.replanned:
+                plan_times.append(dt)
+    t = np.array(times)
+    return {
+        "step_ms_p50": float(np.percentile(t, 50)),
+        "step_ms_p95": float(np.percentile(t, 95)),
+        "step_ms_max": float(t.max()),
+        "plan_ms_p95": float(np.percentile(plan_times, 95)) if plan_times else float("nan"),
+        "threads": torch.get_num_threads(),
+    }
+
+
+__all__ = [
+    "BadInputError",
+    "DynamicGrasp",
+    "DynamicGraspConfig",
+    "DynamicGraspError",
+    "EmptyPoolError",
+    "HandState",
+    "HandTarget",
+    "MotionNetPlanner",
+    "ObjectGraspPool",
+    "ReplayPlanner",
+    "bench_main",
+    "bench_step",
+    "inverse",
+    "select_target",
+    "to_frame",
+]
+
+
+class PoolLibrary:
+    """Object-frame grasp pools by object name, for training and the offline benchmark.
+
+    Looks for `<folder>/<object>.npz` (a `GraspPool` file; `/` in ids written as `__`, as
+    `pool_filename`); else, per sequence, the real dataset's `model_final_qpose_cvae.pt`
+    ([T, 500, 30] world-frame grasps, brought to the object frame with the first frame's object
+    pose; zero rows, the MANO filter's padding, are dropped)."""
+
+    def __init__(self, folder, stable_only: bool = True) -> None:
+        from pathlib import Path
+
+        self.folder = Path(folder) if folder else None
+        self.stable_only = stable_only
+        self._cache: dict[str, ObjectGraspPool] = {}
+
+    def path(self, object_name: str):
+        if self.folder is None:
+            return None
+        for stem in (object_name, object_name.replace("/", "__")):
+            p = self.folder / f"{stem}.npz"
+            if p.exists():
+                return p
+        return None
+
+    def get(
+        self, object_name: str, sequence_folder=None, obj_pose0: np.ndarray | None = None
+    ) -> ObjectGraspPool:
+        if object_name in self._cache:
+            return self._cache[object_name]
+        path = self.path(object_name)
+        if path is not None:
+            pool = ObjectGraspPool.load(path, self.stable_only)
+            self._cache[object_name] = pool
+            return pool
+        if sequence_folder is not None:
+            from pathlib import Path
+
+            f = Path(sequence_folder) / "model_final_qpose_cvae.pt"
+            if f.exists() and obj_pose0 is not None:
+                from dexh2r_policy.models.geometry import qpos_to_poses
+
+                g = torch.load(f, map_location="cpu", weights_only=True)[0].float().numpy()
+                g = g[np.abs(g).sum(axis=1) > 0]
+                if len(g) == 0:
+                    raise EmptyPoolError(f"{f}: every grasp row is zero")
+                T, q = qpos_to_poses(g)
+                return ObjectGraspPool(inverse(obj_pose0)[None] @ T, q, object_name)
+        where = self.folder if self.folder is not None else "(no pool folder given)"
+        raise EmptyPoolError(
+            f"no grasp pool for object '{object_name}': looked for "
+            f"{where}/{object_name.replace('/', '__')}.npz"
+            " and the sequence's model_final_qpose_cvae.pt (make pools with `dexh2r datagen grasps`)"
+        )
+
+
+def bench_main(argv: list[str] | None = None) -> int:
+    """`dexh2r bench policy --json OUT` (MotionNet part): DynamicGrasp step latency of the small
+    and the paper-size config (`motionnet_step_ms_p95`, `motionnet_paper_step_ms_p95`), each with
+    the checkpoint given or freshly initialised weights (the latency does not depend on them)."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        prog="dexh2r bench policy", description=bench_main.__doc__.split("\n")[0]
+    )
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--small-checkpoint")
+    parser.add_argument("--paper-checkpoint")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from dexh2r_policy.motionnet import MotionNet, MotionNetConfig, load_motionnet
+
+    result: dict[str, float | int | str] = {}
+    for key, ckpt, cfg in (
+        ("motionnet", args.small_checkpoint, MotionNetConfig.small()),
+        ("motionnet_paper", args.paper_checkpoint, MotionNetConfig.paper()),
+    ):
+        model = load_motionnet(ckpt)[0] if ckpt else MotionNet(cfg).eval()
+        r = bench_step(model, steps=args.steps)
+        result[f"{key}_step_ms_p95"] = r["step_ms_p95"]
+        result[f"{key}_step_ms_p50"] = r["step_ms_p50"]
+        result[f"{key}_plan_ms_p95"] = r["plan_ms_p95"]
+        result[f"{key}_params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+    result["threads"] = torch.get_num_threads()
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
