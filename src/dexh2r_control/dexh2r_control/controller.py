@@ -30,6 +30,7 @@ previous target stays; if none arrives the watchdog brings the robot to a hold).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -272,3 +273,17 @@ class ArmHandController:
     def palm_pose(self, q: np.ndarray | None = None) -> np.ndarray:
         """World pose of the IK frame at q (default: the current command)."""
         return self.ik.frame_pose(self._current() if q is None else q)
+
+
+def command_trajectories(robot: RobotDescription, cmd: SafeCommand, period: float) -> tuple[Any, Any]:
+    """One tick's command as (arm, hand) JTC trajectories: a single point one period ahead with
+    positions, velocities and accelerations (the in-process twin of what controller_node streams;
+    executed by the sim cell's JTC-style followers)."""
+    from dexh2r_core.trajectory import JointTrajectory, TrajectoryPoint
+
+    n = robot.n_arm
+    parts = []
+    for names, sl in ((robot.arm_joint_names, slice(0, n)), (robot.hand_joint_names, slice(n, None))):
+        point = TrajectoryPoint(period, cmd.positions[sl], cmd.velocities[sl], cmd.accelerations[sl])
+        parts.append(JointTrajectory(list(names), [point]))
+    return parts[0], parts[1]

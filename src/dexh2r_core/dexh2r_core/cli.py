@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "datagen": ("dexh2r_policy.datagen:main", "training data from the sim: grasp pools (grasps)"),
     "eval": ("dexh2r_policy.eval_cli:main", "policy evaluations: grasp table (grasps), replay (offline)"),
     "train": ("dexh2r_policy.train:main", "train a policy from config/policy/<name>.yaml (torchrun for DDP)"),
+    "teleop": ("dexh2r_teleop.sim_teleop:main", "teleoperation (--source sim: the whole chain, in the cell)"),
     "bench": ("dexh2r_core.bench:main", "benchmarks that write JSON (transport, sim, perception, ...)"),
 }
 

@@ -48,6 +48,17 @@ class TeleopConfig:
     workspace_min: tuple[float, float, float] = (0.25, -0.45, 0.10)
     workspace_max: tuple[float, float, float] = (0.85, 0.45, 0.75)
     deadman_timeout_s: float = 0.06  # a 20 Hz heartbeat may be one period late
+    # The tracked wrist rotation is the noisiest output of the hand tracker (~20 deg, with jumps
+    # when a view mistakes the palm side). Followed (through a low-pass, time constant in s), it
+    # drives the arm through large IK reconfigurations: in the sim teleop run the palm strayed
+    # 18 cm (median) from the operator's path with it and 3 cm without. Off by default: the palm
+    # keeps its clutch-in orientation; opt in once the wrist rotation is better.
+    follow_rotation: bool = False
+    rotation_time_constant_s: float = 0.3
+    # Clutch in only after this many consecutive tracked frames: the tracker's first frames of a
+    # hand (filter start-up, a crop still converging) are centimetres off, and the reference
+    # pose taken there would offset the whole session.
+    engage_after_frames: int = 10
     min_valid_keypoints: int = 21  # retargeting needs every landmark it uses
 
     def __post_init__(self) -> None:
@@ -138,6 +149,8 @@ class ArmMapper:
         self.config = config
         self._W0: np.ndarray | None = None
         self._P0: np.ndarray | None = None
+        self._R: np.ndarray | None = None  # low-passed operator rotation
+        self._t: float | None = None
 
     @property
     def engaged(self) -> bool:
@@ -146,16 +159,36 @@ class ArmMapper:
     def engage(self, operator_wrist: np.ndarray, robot_palm: np.ndarray) -> None:
         self._W0 = np.array(operator_wrist, dtype=float)
         self._P0 = np.array(robot_palm, dtype=float)
+        self._R = self._W0[:3, :3].copy()
+        self._t = None
 
     def disengage(self) -> None:
-        self._W0 = self._P0 = None
+        self._W0 = self._P0 = self._R = None
 
-    def target(self, operator_wrist: np.ndarray) -> np.ndarray:
+    def _smoothed_rotation(self, R: np.ndarray, now: float | None) -> np.ndarray:
+        from scipy.spatial.transform import Rotation, Slerp
+
+        tau = self.config.rotation_time_constant_s
+        if now is None or tau <= 0 or self._t is None or self._R is None:
+            self._R, self._t = R.copy(), now
+            return R
+        alpha = 1.0 - math.exp(-max(0.0, now - self._t) / tau)
+        key = Rotation.from_matrix(np.stack([self._R, R]))
+        self._R = Slerp([0.0, 1.0], key)(alpha).as_matrix()
+        self._t = now
+        return self._R
+
+    def target(self, operator_wrist: np.ndarray, now: float | None = None) -> np.ndarray:
+        """The palm target; `now` (s) drives the rotation low-pass (None: no filtering)."""
         if self._W0 is None or self._P0 is None:
             raise RuntimeError("ArmMapper: not engaged")
         W = np.asarray(operator_wrist, dtype=float)
         T = np.eye(4)
-        T[:3, :3] = W[:3, :3] @ self._W0[:3, :3].T @ self._P0[:3, :3]
+        if self.config.follow_rotation:
+            R = self._smoothed_rotation(W[:3, :3], now)
+            T[:3, :3] = R @ self._W0[:3, :3].T @ self._P0[:3, :3]
+        else:
+            T[:3, :3] = self._P0[:3, :3]
         p = self._P0[:3, 3] + self.config.arm_scale * (W[:3, 3] - self._W0[:3, 3])
         T[:3, 3] = np.clip(p, self.config.workspace_min, self.config.workspace_max)
         return T
@@ -186,6 +219,7 @@ class TeleopSession:
         self.arm = ArmMapper(self.config)
         self.deadman = Deadman(self.config.deadman_timeout_s)
         self._want_engage = False
+        self._stable = 0  # consecutive valid frames while waiting to clutch in
         self._stopped = True
         self.last_hand_q: np.ndarray | None = None
         self.stop_reason = "not engaged"
@@ -196,6 +230,7 @@ class TeleopSession:
     def engage(self, now: float) -> None:
         """Clutch in: the next valid operator pose becomes the reference (needs a live deadman)."""
         self._want_engage = True
+        self._stable = 0
         self.fingers.reset()
 
     def disengage(self, now: float, reason: str = "clutch released") -> None:
@@ -228,15 +263,21 @@ class TeleopSession:
         if not self.check_deadman(now):
             return None
         if keypoints is None or wrist is None:
+            self._stable = 0
             return None  # hand out of view: hold what we have
         try:
             kp_hand = keypoints_in_wrist_frame(keypoints, wrist)
             hand_q = self.fingers(kp_hand)
         except TeleopInputError as exc:
             self.stop_reason = str(exc)
+            self._stable = 0
             return None
         if not self.arm.engaged:
             if not self._want_engage:
+                return None
+            self._stable += 1
+            if self._stable < self.config.engage_after_frames:
+                self.stop_reason = "engaging: waiting for a steady hand"
                 return None
             if self.controller.safety.estopped:
                 if self.controller.safety.estop_reason != DEADMAN_REASON:
@@ -246,7 +287,7 @@ class TeleopSession:
                     return None
                 self.controller.reset_estop(now)
             self.arm.engage(wrist, self.controller.palm_pose())
-        target = HandTarget(stamp=now, palm_pose=self.arm.target(wrist), hand_q=hand_q)
+        target = HandTarget(stamp=now, palm_pose=self.arm.target(wrist, now), hand_q=hand_q)
         self.controller.set_hand_target(target)
         self.last_hand_q = hand_q
         self._stopped = False

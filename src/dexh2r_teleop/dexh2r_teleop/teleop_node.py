@@ -58,11 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     robot_name = p("robot", "ur5_shadow").value
     hand = p("hand", "").value or None
     finger_scale = float(p("finger_scale", 0.0).value)
+    engage_after = int(p("engage_after_frames", defaults.engage_after_frames).value)
     try:
         config = TeleopConfig(
             retargeting=p("retargeting", defaults.retargeting).value,
             finger_scale=finger_scale if finger_scale > 0 else None,
             arm_scale=float(p("arm_scale", defaults.arm_scale).value),
+            engage_after_frames=engage_after,
             workspace_min=tuple(float(v) for v in p("workspace_min", list(defaults.workspace_min)).value),
             workspace_max=tuple(float(v) for v in p("workspace_max", list(defaults.workspace_max)).value),
         )
@@ -87,7 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         JointState, p("finger_target_topic", "/policy/hand_target/fingers").value, reliable
     )
     state_pub = node.create_publisher(String, "/teleop/state", reliable)
-    st = {"want": False, "q": None, "deadman": False, "kp": {}, "wrist": {}, "reason": "not engaged"}
+    st = {
+        "want": False,
+        "stable": 0,
+        "q": None,
+        "deadman": False,
+        "kp": {},
+        "wrist": {},
+        "reason": "not engaged",
+    }
 
     def publish_state(extra: dict | None = None) -> None:
         state = {"engaged": arm.engaged, "want_engage": st["want"], "reason": st["reason"], **(extra or {})}
@@ -120,16 +130,21 @@ def main(argv: list[str] | None = None) -> int:
             hand_q = fingers(keypoints_in_wrist_frame(kp, W))
         except TeleopInputError as exc:
             st["reason"] = str(exc)
+            st["stable"] = 0
             publish_state()
             return
         if not arm.engaged:
             if st["q"] is None:
                 st["reason"] = "waiting for /joint_states to clutch in"
                 return
+            st["stable"] += 1
+            if st["stable"] < config.engage_after_frames:
+                st["reason"] = "engaging: waiting for a steady hand"
+                return
             arm.engage(W, fk.frame_pose(st["q"]))
             log.info("clutch in: following the operator's hand")
         stamp = node.get_clock().now().nanoseconds * 1e-9
-        wrist_pub.publish(msgs.pose_stamped_msg(arm.target(W), stamp, frame_id))
+        wrist_pub.publish(msgs.pose_stamped_msg(arm.target(W, stamp), stamp, frame_id))
         fingers_pub.publish(msgs.joint_state_msg(robot.hand_joint_names, hand_q, stamp_s=stamp))
         st["reason"] = ""
         publish_state({"retarget_ms": round(fingers.last_seconds * 1e3, 3)})
@@ -164,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             res.success, res.message = False, f"press the deadman ({deadman_topic}) first"
             return res
         st["want"] = True
+        st["stable"] = 0
         fingers.reset()
         res.success, res.message = True, "engaging on the next hand frame"
         return res

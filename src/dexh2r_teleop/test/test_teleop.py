@@ -88,7 +88,7 @@ def test_allegro_retargets_by_config_alone():
 
 
 def test_arm_mapping_is_relative_scaled_and_box_limited():
-    cfg = TeleopConfig(arm_scale=0.5)
+    cfg = TeleopConfig(arm_scale=0.5, follow_rotation=True)
     arm = ArmMapper(cfg)
     W0, P0 = _pose([1.0, 0.0, 0.5]), _pose([0.5, 0.0, 0.4], [np.pi, 0, 0])
     arm.engage(W0, P0)
@@ -102,12 +102,23 @@ def test_arm_mapping_is_relative_scaled_and_box_limited():
     arm.disengage()
     with pytest.raises(RuntimeError):
         arm.target(W0)
+    # By default the palm keeps its clutch-in orientation (the tracked wrist rotation is too noisy).
+    still = ArmMapper(TeleopConfig())
+    still.engage(W0, P0)
+    np.testing.assert_allclose(still.target(_pose([1.0, 0.1, 0.5], [0, 0, 0.3]))[:3, :3], P0[:3, :3])
+    # Followed rotation goes through a low-pass: half-way after one time constant's log(2).
+    smooth = ArmMapper(TeleopConfig(follow_rotation=True, rotation_time_constant_s=0.3))
+    smooth.engage(W0, P0)
+    smooth.target(W0, now=0.0)
+    T = smooth.target(_pose([1.0, 0.0, 0.5], [0, 0, 0.4]), now=0.3 * np.log(2))
+    angle = Rotation.from_matrix(T[:3, :3] @ P0[:3, :3].T).magnitude()
+    assert angle == pytest.approx(0.2, abs=1e-6)
 
 
 def _session(robot):
     controller = ArmHandController(robot)
     controller.reset(robot.home(), 0.0)
-    return controller, TeleopSession(robot, controller, TeleopConfig(finger_scale=1.0))
+    return controller, TeleopSession(robot, controller, TeleopConfig(finger_scale=1.0, engage_after_frames=1))
 
 
 def _operator(y: float) -> tuple[np.ndarray, np.ndarray]:
@@ -144,3 +155,27 @@ def test_deadman_loss_brakes_to_a_hold_and_an_operator_estop_is_not_cleared(robo
     session.heartbeat(1.2)
     assert session.update(1.2, *_operator(0.0)) is None and "reset it first" in session.stop_reason
     assert controller.safety.estopped
+
+
+def test_clutch_in_waits_for_a_steady_hand(robot):
+    controller = ArmHandController(robot)
+    controller.reset(robot.home(), 0.0)
+    session = TeleopSession(robot, controller, TeleopConfig(finger_scale=1.0, engage_after_frames=3))
+    session.heartbeat(0.0)
+    session.engage(0.0)
+    assert session.update(0.0, *_operator(0.0)) is None
+    assert session.update(0.01, None, None) is None  # the hand lost for a frame: count restarts
+    assert session.update(0.02, *_operator(0.0)) is None
+    assert session.update(0.03, *_operator(0.0)) is None
+    assert session.update(0.04, *_operator(0.0)) is not None
+
+
+def test_teleop_in_the_sim_closes_the_loop(tmp_path):
+    from dexh2r_teleop.sim_teleop import run_sim_teleop
+
+    report = run_sim_teleop(tmp_path, seconds=2.5, video=False, quiet=True)
+    assert report["tracked_fraction"] > 0.9
+    assert report["operator_travel_mm"] > 40, "the operator moved"
+    assert report["palm_tracking_mm_median"] < 60, "the robot palm followed the operator's hand"
+    assert report["fingertip_error_mm_mean"] < 80
+    assert (tmp_path / "report.json").exists() and (tmp_path / "teleop.png").exists()

@@ -28,7 +28,9 @@ def test_teleop_node_follows_the_clutched_hand_and_stops_on_deadman_release(node
     robot = RobotDescription.load("ur5_shadow")
     home = robot.home()
     palm = ArmIk(robot, robot.config.hand.palm_link).frame_pose(home)
-    proc = node_launcher.start("dexh2r_teleop.teleop_node:main", params={"finger_scale": 1.0})
+    proc = node_launcher.start(
+        "dexh2r_teleop.teleop_node:main", params={"finger_scale": 1.0, "engage_after_frames": 2}
+    )
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     pubs = {
         "js": ros_node.create_publisher(JointState, "/joint_states", reliable),
