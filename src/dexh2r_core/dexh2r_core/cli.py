@@ -25,6 +25,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "eval": ("dexh2r_policy.eval_cli:main", "policy evaluations: grasp table (grasps), replay (offline)"),
     "train": ("dexh2r_policy.train:main", "train a policy from config/policy/<name>.yaml (torchrun for DDP)"),
     "teleop": ("dexh2r_teleop.sim_teleop:main", "teleoperation (--source sim: the whole chain, in the cell)"),
+    "record": ("dexh2r_teleop.recorder_node:cli", "record episodes to rosbag2 MCAP (or --recover/--check)"),
+    "replay": ("dexh2r_teleop.replay:main", "play a rosbag2 MCAP bag with original timing and /clock"),
     "bench": ("dexh2r_core.bench:main", "benchmarks that write JSON (transport, sim, perception, ...)"),
 }
 

@@ -5,4 +5,8 @@ launcher (`dexh2r launch`), so that a node is declared in exactly one place. Kee
 free of imports: build scripts execute it.
 """
 
-NODES: dict[str, str] = {}
+NODES: dict[str, str] = {
+    "recorder_node": "dexh2r_teleop.recorder_node:main",
+    "replay": "dexh2r_teleop.replay:main",
+    "teleop_node": "dexh2r_teleop.teleop_node:main",
+}

@@ -24,6 +24,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "teleop: retargeting time and fidelity, camera-to-command time, deadman stop",
     ),
     "policy": ("dexh2r_policy.dynamic_grasp:bench_main", "DynamicGrasp step time (MotionNet small + paper)"),
+    "record": (
+        "dexh2r_teleop.bench_record:main",
+        "2 RGB-D cameras 640x480 @30 Hz + joint states recorded over DDS: kept fraction, MB/s",
+    ),
     "perception": (
         "dexh2r_perception.bench:main",
         "object and hand tracking vs sim ground truth, node rate/latency, capture, calibration",
