@@ -7,6 +7,16 @@
 `dexh2r_policy.grasps.pool`) and `<out>/summary.json`: the run's settings and, per object and in
 total, succ6 / succ1 / penetration depth / seconds per candidate. An object whose pool file exists
 is skipped unless `--overwrite` (so an interrupted run resumes).
+
+    dexh2r datagen episodes --scenarios config/scenarios/train.yaml --episodes 500 --out data/episodes
+    dexh2r datagen episodes --episodes 4 --out /tmp/ep --rate-hz 10 --workers 2 --seed 7
+
+`episodes` records handovers of the sim cell driven by the privileged scripted expert in the
+DexH2R layout (`dexh2r_policy.episodes`, docs/policy_data.md): successful episodes become
+sequences `<out>/<subject>/<object>/<scenario>/`; every episode's outcome goes to
+`<out>/episodes.jsonl` and the expert's success rate per set to `<out>/summary.json`, next to
+`dataset_split.json`, `objects.json` (object names, ids, pool files) and the objects' surface
+samples. Scenarios already in episodes.jsonl are skipped unless `--overwrite`.
 """
 
 from __future__ import annotations
@@ -161,7 +171,292 @@ def grasps(argv: list[str]) -> int:
     return 0
 
 
-SUBCOMMANDS = {"grasps": (grasps, "tested grasp pools per object (25 x 20 candidates)")}
+# ---- episodes ------------------------------------------------------------------------------------
+
+_RECORDER = None  # one sim cell per worker process
+
+
+def _episode_init(config) -> None:
+    global _RECORDER
+    from dexh2r_policy.episodes import EpisodeRecorder
+
+    _RECORDER = EpisodeRecorder(config)
+
+
+def _episode_worker(job: tuple) -> dict:
+    """Run one expert episode; write its sequence when it succeeded; return its record."""
+    import torch
+
+    from dexh2r_policy.data.dexh2r_layout import EPISODE_INFO_FILE, write_sequence
+
+    index, scenario, subject, out, pool_file = job
+    if _RECORDER is None:
+        raise RuntimeError("_episode_init was not called in this process")
+    rec = _RECORDER.run(scenario, subject)
+    s = scenario
+    row = {
+        "episode": index,
+        "scenario": s.name,
+        "object_id": s.object_id,
+        "object_scale": s.object_scale,
+        "difficulty": s.difficulty,
+        "motion": s.motion.type,
+        "giver_side": s.giver_side,
+        "seed": s.seed,
+        "subject": subject,
+        "outcome": rec.outcome,
+        "detail": rec.detail,
+        "time_s": rec.time_s,
+        "time_to_handover_s": rec.time_to_handover_s,
+        "close_time_s": rec.close_time_s,
+        "cloud_sources": rec.cloud_sources,
+        "wall_s": rec.wall_s,
+        "sequence": None,
+    }
+    if rec.sequence is not None:
+        seq = rec.sequence
+        folder = write_sequence(out, seq)
+        torch.save(torch.from_numpy(rec.robot_joints), folder / "robot_joints.pt")
+        info = {
+            **{k: v for k, v in row.items() if k not in ("sequence", "wall_s")},
+            "rate_hz": _RECORDER.config.rate_hz,
+            "frames": seq.n_frames,
+            "grasp_begin_frame_index": seq.grasp_begin_frame,
+            "pool_file": pool_file,
+            "robot_joint_names": list(_RECORDER.cell.robot.joint_names),
+            "qpos_root_frame": "hand mount (rh_wrist) with the hand's wrist joints folded in; qpos[6:8] = 0",
+        }
+        (folder / EPISODE_INFO_FILE).write_text(json.dumps(info, indent=2))
+        row["sequence"] = str(seq.id)
+        row["frames"] = seq.n_frames
+        row["bytes"] = sum(f.stat().st_size for f in folder.iterdir())
+    return row
+
+
+def _rate(rows: list[dict]) -> dict:
+    n = len(rows)
+    ok = sum(r["outcome"] == "success" for r in rows)
+    return {"episodes": n, "success": ok, "success_rate": ok / n if n else None}
+
+
+def episode_summary(rows: list[dict], held_out: set[str]) -> dict:
+    """The expert's success rate per set (easy / hard x train / held-out objects) and costs."""
+    from collections import Counter
+
+    sets: dict[str, list[dict]] = {"all": rows}
+    for diff in ("easy", "hard"):
+        sets[diff] = [r for r in rows if r["difficulty"] == diff]
+    for name, test in (("train_objects", False), ("held_out_objects", True)):
+        sets[name] = [r for r in rows if (r["object_id"] in held_out) == test]
+        for diff in ("easy", "hard"):
+            sets[f"{diff}/{name}"] = [r for r in sets[name] if r["difficulty"] == diff]
+    written = [r for r in rows if r.get("sequence")]
+    n = len(rows)
+    return {
+        "expert": {k: _rate(v) for k, v in sets.items() if v},
+        "per_object": {
+            oid: _rate([r for r in rows if r["object_id"] == oid])
+            for oid in sorted({r["object_id"] for r in rows})
+        },
+        "outcomes": dict(Counter(r["outcome"] for r in rows)),
+        "written_sequences": len(written),
+        "frames": sum(r["frames"] for r in written),
+        "seconds_per_episode": sum(r["wall_s"] for r in rows) / n if n else None,
+        "seconds_per_written_episode": sum(r["wall_s"] for r in rows) / len(written) if written else None,
+        "sim_seconds_per_episode": sum(r["time_s"] for r in rows) / n if n else None,
+        "bytes_per_sequence": sum(r["bytes"] for r in written) / len(written) if written else None,
+    }
+
+
+def episodes(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dexh2r datagen episodes", description="expert handover episodes")
+    parser.add_argument("--scenarios", default="scenarios/train.yaml", help="scenario-set YAML (a generator)")
+    parser.add_argument("--episodes", type=int, default=100, help="how many episodes to run")
+    parser.add_argument("--out", required=True, help="dataset root (DexH2R layout)")
+    parser.add_argument("--rate-hz", type=float, default=10.0, help="recorded frames per sim second")
+    parser.add_argument("--workers", type=int, default=1, help="processes (episodes in parallel)")
+    parser.add_argument("--seed", type=int, default=None, help="generator seed (default: the file's)")
+    parser.add_argument("--held-out-fraction", type=float, default=0.2, help="episodes on held-out objects")
+    parser.add_argument(
+        "--held-out-objects", default="prim", help="'prim' (held-out primitives), 'test', or ids/patterns"
+    )
+    parser.add_argument("--points", type=int, default=1024, help="object cloud points per frame")
+    parser.add_argument("--cloud", choices=("depth", "surface"), default="depth")
+    parser.add_argument("--keep-scale", action="store_true", help="keep the generator's object scales")
+    parser.add_argument("--subjects", type=int, default=10, help="giver subjects (motion-seed groups)")
+    parser.add_argument("--pools", default="data/pools", help="where `datagen grasps` put the pools")
+    parser.add_argument("--robot", default="ur5_shadow")
+    parser.add_argument("--overwrite", action="store_true", help="run again scenarios already recorded")
+    args = parser.parse_args(argv)
+    if args.episodes < 1 or args.workers < 1 or not 0.0 <= args.held_out_fraction <= 1.0:
+        print(
+            "dexh2r datagen episodes: --episodes/--workers >= 1, --held-out-fraction in [0, 1]",
+            file=sys.stderr,
+        )
+        return 2
+
+    from tqdm import tqdm
+
+    from dexh2r_core.config import ConfigError
+    from dexh2r_policy.data.dexh2r_layout import write_object_surface, write_split
+    from dexh2r_policy.episodes import (
+        EpisodeConfig,
+        episode_scenarios,
+        object_name,
+        subject_names,
+        subject_of,
+    )
+    from dexh2r_policy.grasps.pool import pool_filename
+    from dexh2r_sim.objects import ObjectLibrary, UnknownObjectError, sample_surface_points
+    from dexh2r_sim.scenario import load_scenario_set
+
+    library = ObjectLibrary()
+    try:
+        config = EpisodeConfig(
+            rate_hz=args.rate_hz, n_points=args.points, cloud=args.cloud, keep_scale=args.keep_scale,
+            robot=args.robot, n_subjects=args.subjects,
+        )  # fmt: skip
+        if args.held_out_objects == "prim":
+            held_spec = None
+        else:
+            held_spec = resolve_objects(args.held_out_objects, library)
+        path = args.scenarios
+        if args.seed is not None:  # a generator with another seed: a temporary copy of the file
+            path = _reseeded(path, args.seed, Path(args.out))
+        scenarios = episode_scenarios(
+            path, args.episodes, library, args.held_out_fraction, held_spec, args.keep_scale
+        )
+        load_scenario_set(path, split_objects=library.ids)  # validates the file's objects too
+        from dexh2r_sim.scenario import validate_objects
+
+        validate_objects(scenarios, library.ids("all"))
+    except (ValueError, FileNotFoundError, ConfigError, UnknownObjectError) as exc:
+        print(f"dexh2r datagen episodes: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "episodes.jsonl"
+    done: dict[str, dict] = {}
+    if log.exists() and not args.overwrite:
+        for line in log.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[row["scenario"]] = row
+    elif log.exists():
+        log.unlink()
+    held_out = set(library.ids("test"))
+    jobs = []
+    for i, s in enumerate(scenarios):
+        if s.name in done:
+            continue
+        pool = str(Path(args.pools) / pool_filename(s.object_id, s.object_scale))
+        jobs.append((i, s, subject_of(s, config), str(out), pool))
+    t0 = time.perf_counter()
+    rows = [done[s.name] for s in scenarios if s.name in done]
+    with tqdm(total=len(scenarios), initial=len(rows), desc="episodes", unit="ep", disable=None) as bar:
+        if args.workers == 1:
+            _episode_init(config)
+            results = map(_episode_worker, jobs)
+        else:
+            import multiprocessing as mp
+
+            pool_ctx = mp.get_context("spawn").Pool(
+                args.workers, initializer=_episode_init, initargs=(config,)
+            )
+            results = pool_ctx.imap_unordered(_episode_worker, jobs)
+        for row in results:
+            rows.append(row)
+            with log.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.update(1)
+            bar.set_postfix(ok=f"{_rate(rows)['success_rate']:.2f}")
+        if args.workers > 1:
+            pool_ctx.close()
+            pool_ctx.join()
+        elif _RECORDER is not None:
+            _RECORDER.close()
+    rows.sort(key=lambda r: r["episode"])
+    # Objects of the written sequences: names, surface samples (the layout's obj_surface_pcd_4096),
+    # meshes, and the grasp pool each one uses.
+    objects: dict[str, dict] = {}
+    for r in rows:
+        if r.get("sequence"):
+            name = object_name(r["object_id"], r["object_scale"])
+            objects[name] = {
+                "object_id": r["object_id"],
+                "scale": r["object_scale"],
+                "split": "test" if r["object_id"] in held_out else "train",
+                "pool_file": str(Path(args.pools) / pool_filename(r["object_id"], r["object_scale"])),
+            }
+    for name, o in objects.items():
+        obj = library.get(o["object_id"], scale=o["scale"])
+        if not (out / "obj_surface_pcd_4096" / f"{name}.ply").exists():
+            points, normals = sample_surface_points(obj, n=config.surface_points, seed=0)
+            write_object_surface(out, name, points, normals)
+        mesh_path = out / "object_model" / f"{name}.obj"
+        if not mesh_path.exists():
+            mesh_path.parent.mkdir(parents=True, exist_ok=True)
+            obj.mesh.export(mesh_path)
+    (out / "objects.json").write_text(json.dumps({"pools": args.pools, "objects": objects}, indent=2))
+    train_sub, val_sub, test_sub = subject_names(config)
+    write_split(
+        out,
+        {
+            "train_sub_names": train_sub,
+            "val_sub_names": val_sub,
+            "test_sub_names": test_sub,
+            "train_obj": sorted(n for n, o in objects.items() if o["split"] == "train"),
+            "val_obj": [],
+            "test_obj": sorted(n for n, o in objects.items() if o["split"] == "test"),
+        },
+    )
+    summary = {
+        "scenarios": str(args.scenarios),
+        "seed": args.seed,
+        "episodes": len(rows),
+        "rate_hz": config.rate_hz,
+        "cloud": config.cloud,
+        "points": config.n_points,
+        "keep_scale": config.keep_scale,
+        "held_out_fraction": args.held_out_fraction,
+        "workers": args.workers,
+        "robot": args.robot,
+        "wall_s": time.perf_counter() - t0,
+        **episode_summary(rows, held_out),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    e = summary["expert"]["all"]
+    spe = summary["seconds_per_episode"]
+    print(
+        f"{len(rows)} episodes: expert success {e['success']}/{e['episodes']} ({e['success_rate']:.2f}), "
+        f"{summary['written_sequences']} sequences, {spe:.2f} s/episode -> {out}/summary.json"
+    )
+    return 0
+
+
+def _reseeded(path: str, seed: int, out: Path) -> str:
+    """A copy of a generator scenario file with `generator.seed` replaced (next to the output)."""
+    import yaml
+
+    from dexh2r_core.paths import config_path
+
+    data = yaml.safe_load(config_path(path).read_text())
+    if "generator" not in data:
+        raise ValueError(f"--seed: {path} has no generator (a list of scenarios has no seed to change)")
+    gen = data["generator"]
+    gen["seed"] = int(seed)
+    # Scenario names carry the seed: a resumed or shared output folder tells the runs apart.
+    gen["name_prefix"] = f"{gen.get('name_prefix', 'gen')}_s{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    copy = out / "scenarios.yaml"
+    copy.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(copy.resolve())
+
+
+SUBCOMMANDS = {
+    "grasps": (grasps, "tested grasp pools per object (25 x 20 candidates)"),
+    "episodes": (episodes, "expert handover episodes in the DexH2R layout"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

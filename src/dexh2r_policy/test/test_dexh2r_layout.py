@@ -67,6 +67,7 @@ def test_round_trip(root: Path) -> None:
     for name in ("qpos", "obj_pose", "obj_pcd", "mano"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
     assert got.mano_side == "left" and got.grasp_begin_frame == 4 and got.n_frames == 6
+    assert got.giver_keypoints is None and ds.sequence_info("s1/cup/0") == {} and ds.objects() == {}
     assert got.hand_joints.shape == (6, 24) and got.approach() == slice(0, 4)
 
 
@@ -141,4 +142,67 @@ def test_writer_refuses_bad_records(tmp_path: Path) -> None:
     seq = _sequence()
     seq.qpos[0, 0] = np.nan
     with pytest.raises(DatasetError, match="NaN"):
+        write_sequence(tmp_path, seq)
+
+
+def _keypoint_sequence(T: int = 6, side: str | None = "right") -> DexH2RSequence:
+    """A sim-episode record: giver keypoints instead of MANO parameters."""
+    seq = _sequence(T=T)
+    seq.giver_keypoints = np.random.default_rng(1).normal(size=(T, 21, 3)).astype(np.float32)
+    seq.mano, seq.mano_side = None, side
+    return seq
+
+
+def test_giver_keypoints_replace_mano(tmp_path: Path) -> None:
+    seq = _keypoint_sequence()
+    folder = write_sequence(tmp_path, seq)
+    assert not (folder / "left_mano.pt").exists() and not (folder / "right_mano.pt").exists()
+    got = read_sequence(folder)
+    assert got.mano is None and got.mano_side == "right"
+    np.testing.assert_array_equal(got.giver_keypoints, seq.giver_keypoints)
+    np.testing.assert_array_equal(got.qpos, seq.qpos)
+    # The side is optional without MANO; a MANO sequence may carry keypoints too.
+    assert read_sequence(write_sequence(tmp_path, _keypoint_sequence(side=None))).mano_side is None
+    both = _sequence()
+    both.giver_keypoints = seq.giver_keypoints
+    got = read_sequence(write_sequence(tmp_path, both))
+    assert got.mano_side == "left" and got.mano is not None and got.giver_keypoints is not None
+    # Rewriting a keypoint sequence over a MANO one leaves no stale MANO file behind.
+    assert read_sequence(write_sequence(tmp_path, _keypoint_sequence())).mano is None
+
+
+@pytest.mark.parametrize(
+    ("action", "match"),
+    [
+        (
+            lambda f: (f / "giver_keypoints.pt").unlink(),
+            r"right_mano.pt: missing file \(and no giver_keypoints",
+        ),
+        (
+            lambda f: _break(f, "giver_keypoints.pt", np.zeros((6, 20, 3), np.float32)),
+            r"wrong shape \[6, 20, 3\]",
+        ),
+        (
+            lambda f: _break(f, "giver_keypoints.pt", np.zeros((5, 21, 3), np.float32)),
+            r"keypoints.pt: wrong shape",
+        ),
+        (
+            lambda f: (f / "motion_info.yaml").write_text("grasp_begin_frame_index: 4\ngiver_side: up\n"),
+            r"giver_side must be left or right",
+        ),
+    ],
+    ids=["no-giver", "keypoints", "frames", "side"],
+)
+def test_keypoint_sequence_errors(tmp_path: Path, action, match: str) -> None:
+    folder = write_sequence(tmp_path, _keypoint_sequence())
+    action(folder)
+    with pytest.raises(DatasetError, match=match) as info:
+        read_sequence(folder)
+    assert str(folder) in str(info.value)
+
+
+def test_writer_needs_a_giver_hand(tmp_path: Path) -> None:
+    seq = _keypoint_sequence()
+    seq.giver_keypoints = None
+    with pytest.raises(DatasetError, match="no giver hand"):
         write_sequence(tmp_path, seq)

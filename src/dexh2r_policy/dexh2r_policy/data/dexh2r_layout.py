@@ -4,7 +4,8 @@
                                  obj_pose.pt          torch [T, 4, 4]: object -> world
                                  real_obj_pcd_xyz.pt  torch [T, 4096, >=3]: segmented object cloud, world
                                  left_mano.pt | right_mano.pt  torch [T, 61]: giver hand (MANO)
-                                 motion_info.yaml     grasp_begin_frame_index: int
+                                 giver_keypoints.pt   torch [T, 21, 3]: giver hand keypoints (optional)
+                                 motion_info.yaml     grasp_begin_frame_index: int (+ giver_side)
     root/dataset_split.json     train/val/test/all_sub_names, train/val/test/all_obj
     root/object_model/          meshes (*.obj, *.urdf)
     root/obj_surface_pcd_4096/<object>.ply
@@ -16,6 +17,11 @@
 
 Every problem is a `DatasetError` naming the file and what is wrong (missing, wrong shape, NaN,
 frame counts that disagree, a grasp frame out of range).
+
+Extension (not in the released dataset): `giver_keypoints.pt`, the giver's 21 hand keypoints in
+world (MediaPipe order), written by the sim episodes (`dexh2r datagen episodes`), whose giver has
+no MANO parameters. A sequence needs exactly one MANO file, or none when it has giver keypoints
+(then `mano` is None and `mano_side` comes from motion_info.yaml's `giver_side`, if given).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ import yaml
 
 QPOS_DIM = 30
 MANO_DIM = 61
+N_KEYPOINTS = 21  # MediaPipe hand landmarks
+GIVER_KEYPOINTS_FILE = "giver_keypoints.pt"
+EPISODE_INFO_FILE = "episode_info.json"  # sim episodes only
 PCD_POINTS = 4096
 SPLIT_KEYS = ("train_sub_names", "val_sub_names", "test_sub_names", "train_obj", "val_obj", "test_obj")
 
@@ -63,9 +72,11 @@ class DexH2RSequence:
     qpos: np.ndarray  # [T, 30] float32: root translation, root axis-angle, 24 Shadow joints
     obj_pose: np.ndarray  # [T, 4, 4] object -> world
     obj_pcd: np.ndarray  # [T, N, 3] observed object cloud (xyz only; extra channels dropped)
-    mano: np.ndarray  # [T, 61] giver hand: transl 3, global_orient 3, pose 45, betas 10
-    mano_side: Literal["left", "right"]
+    mano: np.ndarray | None  # [T, 61] giver hand: transl 3, global_orient 3, pose 45, betas 10
+    mano_side: Literal["left", "right"] | None  # the giver's hand (None: unknown, keypoints only)
     grasp_begin_frame: int
+    # [T, 21, 3] giver hand keypoints, world, MediaPipe order (sim episodes; None in DexH2R).
+    giver_keypoints: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check_sequence(self)
@@ -113,7 +124,18 @@ def _check_sequence(s: DexH2RSequence, where: str | None = None) -> None:
         raise DatasetError(f"{where}/qpos.pt: no frames")
     _check_array(s.obj_pose, (T, 4, 4), f"{where}/obj_pose.pt")
     _check_array(s.obj_pcd, (T, None, 3), f"{where}/real_obj_pcd_xyz.pt")
-    _check_array(s.mano, (T, MANO_DIM), f"{where}/{s.mano_side}_mano.pt")
+    if s.mano is None and s.giver_keypoints is None:
+        raise DatasetError(
+            f"{where}: no giver hand: neither left_mano.pt / right_mano.pt nor {GIVER_KEYPOINTS_FILE}"
+        )
+    if s.mano is not None:
+        if s.mano_side not in ("left", "right"):
+            raise DatasetError(f"{where}: mano_side must be 'left' or 'right' with MANO, got {s.mano_side!r}")
+        _check_array(s.mano, (T, MANO_DIM), f"{where}/{s.mano_side}_mano.pt")
+    elif s.mano_side not in ("left", "right", None):
+        raise DatasetError(f"{where}/motion_info.yaml: giver_side must be left or right, got {s.mano_side!r}")
+    if s.giver_keypoints is not None:
+        _check_array(s.giver_keypoints, (T, N_KEYPOINTS, 3), f"{where}/{GIVER_KEYPOINTS_FILE}")
     if not np.allclose(s.obj_pose[:, 3], [0.0, 0.0, 0.0, 1.0], atol=1e-5):
         raise DatasetError(f"{where}/obj_pose.pt: last row of a pose is not [0, 0, 0, 1]")
     if not 0 <= s.grasp_begin_frame <= T:
@@ -169,6 +191,29 @@ class DexH2RDataset:
                 raise DatasetError(f"sequence id '{seq}': expected <subject>/<object>/<seq>")
             seq = SequenceId(*parts)
         return read_sequence(seq.path(self.root), seq)
+
+    def sequence_info(self, seq: SequenceId | str) -> dict:
+        """The sim episode's `episode_info.json` (scenario, object id and scale, difficulty, motion,
+        outcome, rate_hz, pool_file, ...); {} for a sequence without one (the real dataset)."""
+        seq_id = seq if isinstance(seq, SequenceId) else SequenceId(*str(seq).strip("/").split("/"))
+        path = seq_id.path(self.root) / EPISODE_INFO_FILE
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+
+    def objects(self) -> dict[str, dict]:
+        """objects.json of sim datasets: layout object name -> {object_id, scale, split, pool_file};
+        {} when absent (the real dataset)."""
+        path = self.root / "objects.json"
+        if not path.exists():
+            return {}
+        try:
+            return dict(json.loads(path.read_text()).get("objects", {}))
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise DatasetError(f"{path}: not a valid objects file ({exc})") from exc
 
     def object_surface_points(self, object_name: str) -> tuple[np.ndarray, np.ndarray | None]:
         """(points [4096, 3], normals or None) of obj_surface_pcd_4096/<object>.ply, object frame."""
@@ -254,10 +299,17 @@ def read_sequence(folder: Path, seq_id: SequenceId | None = None) -> DexH2RSeque
     pcd = _load_tensor(folder / "real_obj_pcd_xyz.pt")
     _check_array(pcd, (len(qpos), None, -3), str(folder / "real_obj_pcd_xyz.pt"))
     sides = [s for s in ("left", "right") if (folder / f"{s}_mano.pt").exists()]
-    if len(sides) != 1:
-        what = "missing file" if not sides else "both left_mano.pt and right_mano.pt present"
-        raise DatasetError(f"{folder}/left_mano.pt or right_mano.pt: {what}")
-    mano = _load_tensor(folder / f"{sides[0]}_mano.pt")
+    has_keypoints = (folder / GIVER_KEYPOINTS_FILE).exists()
+    if len(sides) > 1:
+        raise DatasetError(
+            f"{folder}/left_mano.pt or right_mano.pt: both left_mano.pt and right_mano.pt present"
+        )
+    if not sides and not has_keypoints:
+        raise DatasetError(
+            f"{folder}/left_mano.pt or right_mano.pt: missing file (and no {GIVER_KEYPOINTS_FILE})"
+        )
+    mano = _load_tensor(folder / f"{sides[0]}_mano.pt") if sides else None
+    keypoints = _load_tensor(folder / GIVER_KEYPOINTS_FILE) if has_keypoints else None
     info_path = folder / "motion_info.yaml"
     if not info_path.exists():
         raise DatasetError(f"{info_path}: missing file")
@@ -271,7 +323,9 @@ def read_sequence(folder: Path, seq_id: SequenceId | None = None) -> DexH2RSeque
     # Checked against the folder's full path first, so an error names the file on disk.
     seq = DexH2RSequence.__new__(DexH2RSequence)
     seq.id, seq.qpos, seq.obj_pose, seq.obj_pcd = seq_id, qpos, obj_pose, pcd[..., :3]
-    seq.mano, seq.mano_side, seq.grasp_begin_frame = mano, sides[0], begin
+    side = sides[0] if sides else info.get("giver_side")
+    seq.mano, seq.mano_side, seq.grasp_begin_frame = mano, side, begin
+    seq.giver_keypoints = keypoints
     _check_sequence(seq, str(folder))
     return seq
 
@@ -294,12 +348,19 @@ def write_sequence(root: str | Path, seq: DexH2RSequence, pcd_extra: np.ndarray 
     save("qpos.pt", seq.qpos)
     save("obj_pose.pt", seq.obj_pose)
     save("real_obj_pcd_xyz.pt", pcd)
-    other = "left" if seq.mano_side == "right" else "right"
-    (folder / f"{other}_mano.pt").unlink(missing_ok=True)
-    save(f"{seq.mano_side}_mano.pt", seq.mano)
-    (folder / "motion_info.yaml").write_text(
-        yaml.safe_dump({"grasp_begin_frame_index": int(seq.grasp_begin_frame)})
-    )
+    for side in ("left", "right"):  # a rewrite must not leave the other (or a stale) MANO file
+        if seq.mano is None or side != seq.mano_side:
+            (folder / f"{side}_mano.pt").unlink(missing_ok=True)
+    if seq.mano is not None:
+        save(f"{seq.mano_side}_mano.pt", seq.mano)
+    if seq.giver_keypoints is not None:
+        save(GIVER_KEYPOINTS_FILE, seq.giver_keypoints)
+    else:
+        (folder / GIVER_KEYPOINTS_FILE).unlink(missing_ok=True)
+    info = {"grasp_begin_frame_index": int(seq.grasp_begin_frame)}
+    if seq.mano is None and seq.mano_side is not None:
+        info["giver_side"] = seq.mano_side  # no MANO file name to carry it
+    (folder / "motion_info.yaml").write_text(yaml.safe_dump(info))
     return folder
 
 
