@@ -374,7 +374,13 @@ def evaluate(model: MotionNet, loader, cfg: TrainConfig, device, max_batches: in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dexh2r train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="config/policy/<name>.yaml (or a path)")
+    parser.add_argument("--config", help="config/policy/<name>.yaml (or a path)")
+    parser.add_argument(
+        "--export",
+        nargs=2,
+        metavar=("CKPT", "OUT"),
+        help="write a float16 weights-only copy of CKPT and exit",
+    )
     parser.add_argument("--data", help="DexH2R-layout root (overrides data.root)")
     parser.add_argument("--pools", help="grasp pool folder (overrides data.pools)")
     parser.add_argument("--out", help="run folder (overrides run.out)")
@@ -385,6 +391,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.export:
+        from dexh2r_policy.motionnet import CheckpointError, export_weights
+
+        try:
+            out = export_weights(*args.export)
+        except CheckpointError as exc:
+            print(f"dexh2r train: {exc}", file=sys.stderr)
+            return 2
+        print(f"exported {args.export[0]} -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+        return 0
+    if not args.config:
+        parser.error("--config is required (or --export CKPT OUT)")
 
     from dexh2r_core.config import ConfigError, to_dict
     from dexh2r_policy.data.dexh2r_layout import DatasetError, DexH2RDataset

@@ -139,3 +139,22 @@ def test_ddp_two_cpu_processes(data: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_checkpoint(out / "last.pt")["step"] == 2
     assert "2 steps" in proc.stdout
+
+
+def test_export_keeps_the_model_and_drops_the_training_state(data: Path, tmp_path: Path, capsys) -> None:
+    from dexh2r_policy.motionnet import load_motionnet
+
+    out = tmp_path / "run"
+    assert main(["--config", str(_config(data, out, steps=2)), "--no-progress"]) == 0
+    small = tmp_path / "deploy" / "model.pt"
+    assert main(["--export", str(out / "last.pt"), str(small)]) == 0
+    full = read_checkpoint(out / "last.pt")
+    exported = read_checkpoint(small)
+    assert "optimizer" not in exported and exported["data_hash"] == full["data_hash"]
+    assert exported["step"] == 2 and small.stat().st_size < 0.5 * (out / "last.pt").stat().st_size
+    model, _ = load_motionnet(small)
+    for key, value in model.state_dict().items():
+        assert value.dtype == full["model"][key].dtype
+        torch.testing.assert_close(value, full["model"][key], rtol=1e-3, atol=1e-3, msg=key)
+    assert main(["--export", str(tmp_path / "nope.pt"), str(small)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
