@@ -5,4 +5,6 @@ launcher (`dexh2r launch`), so that a node is declared in exactly one place. Kee
 free of imports: build scripts execute it.
 """
 
-NODES: dict[str, str] = {}
+NODES: dict[str, str] = {
+    "dynamic_grasp_node": "dexh2r_policy.dynamic_grasp_node:main",
+}

@@ -268,7 +268,7 @@ class EpisodeRecorder:
         self.palm_link = robot.config.hand.palm_link
         self.n_arm = robot.n_arm
         self.wrist_idx = _wrist_indices(robot)
-        self.T_palm_root = np.linalg.inv(_root_to_palm_at_zero(robot))
+        self.T_palm_root = np.linalg.inv(root_to_palm_at_zero(robot))
         self.cloud = ObjectCloudRecorder(self.cell, c)
         self._scratch = None  # (model, MjData) for consistent forward kinematics
 
@@ -371,7 +371,7 @@ def _wrist_indices(robot) -> list[int]:
     return [i for i, n in enumerate(robot.hand_joint_names) if n in wrist]
 
 
-def _root_to_palm_at_zero(robot) -> np.ndarray:
+def root_to_palm_at_zero(robot) -> np.ndarray:
     """4x4 palm pose in the hand root (mount) frame with every hand joint at 0."""
     import mujoco
 

@@ -1,0 +1,203 @@
+"""`dynamic_grasp_node`: DynamicGrasp on live perception -> hand targets for `controller_node`.
+
+Subscribes `/perception/object/pose` (PoseStamped) and `/perception/object/points` (PointCloud2,
+world) from `object_tracker_node`, `/perception/human_hand/keypoints` (PoseArray, optional: the
+giver filter) and `/joint_states` (the robot hand's current pose, by forward kinematics). At the
+policy rate (`rate_hz`, the rate the checkpoint was trained at: 10 Hz for the sim episodes) it
+runs one `DynamicGrasp.step` on the newest observation and publishes the target the controller
+tracks: `/policy/hand_target/wrist` (PoseStamped, the palm: the policy's hand-root pose times the
+fixed root -> palm transform) and `/policy/hand_target/fingers` (JointState, the 22 finger
+joints by name), plus `/policy/state` (String, JSON: phase, frame, goal distance, step ms,
+stale / bad-input counts).
+
+The pool of the configured object is posed by the tracked object pose every step (it follows
+the object). Observations older than `stale_after_s` (receipt time) are not used: nothing is
+published and the controller's watchdog holds the robot. A bad observation (NaN, too few points)
+or an empty pool publishes nothing for that step and says why in the log and the state.
+
+Start-up errors (exit code 2, the cause in the log): a checkpoint that is missing or not a
+MotionNet checkpoint, no pool for `object_id`, an unknown robot.
+Parameters: `checkpoint` (default checkpoints/motionnet_small.pt), `pools` (default the
+checkpoint's data.pools), `object_id`, `mode` (easy | hard), `rate_hz`, `stale_after_s`, `robot`,
+`frame_id`, topic names.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dataclasses import replace
+
+    import numpy as np
+    import rclpy
+    from geometry_msgs.msg import PoseArray, PoseStamped
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState, PointCloud2
+    from std_msgs.msg import String
+
+    from dexh2r_control.ik import ArmIk
+    from dexh2r_core import msgs
+    from dexh2r_core.config import ConfigError, from_dict
+    from dexh2r_core.robot.description import RobotDescription
+    from dexh2r_core.ros_env import apply_ros_defaults
+    from dexh2r_perception.object_tracker_node import pointcloud2_array
+    from dexh2r_policy.dynamic_grasp import (
+        DynamicGrasp,
+        DynamicGraspError,
+        HandState,
+        MotionNetPlanner,
+        PoolLibrary,
+    )
+    from dexh2r_policy.episodes import root_to_palm_at_zero
+    from dexh2r_policy.grasps.stability import finger_joint_names
+    from dexh2r_policy.motionnet import CheckpointError, load_motionnet
+    from dexh2r_policy.train import TrainConfig, resolve_data_path
+
+    apply_ros_defaults()
+    rclpy.init(args=sys.argv if argv is None else argv)
+    node = Node("dynamic_grasp")
+    log = node.get_logger()
+    p = node.declare_parameter
+    checkpoint = p("checkpoint", "checkpoints/motionnet_small.pt").value
+    pools_param = p("pools", "").value
+    object_id = p("object_id", "").value
+    mode = p("mode", "easy").value
+    rate_hz = float(p("rate_hz", 10.0).value)
+    stale_after_s = float(p("stale_after_s", 0.3).value)
+    robot_name = p("robot", "ur5_shadow").value
+    frame_id = p("frame_id", "world").value
+
+    def fail(message: str) -> int:
+        log.fatal(message)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 2
+
+    if mode not in ("easy", "hard"):
+        return fail(f"mode: 'easy' or 'hard', got '{mode}'")
+    if not object_id:
+        return fail("object_id: required (the object being handed over, e.g. prim/box_small)")
+    try:
+        path = resolve_data_path(checkpoint)
+        model, ckpt = load_motionnet(path)
+        cfg = from_dict(TrainConfig, ckpt["config"], source=f"{path}:config")
+        robot = RobotDescription.load(robot_name)
+        pools = PoolLibrary(resolve_data_path(pools_param or cfg.data.pools), cfg.data.stable_only)
+        pool = pools.get(object_id)
+    except (CheckpointError, ConfigError, DynamicGraspError, FileNotFoundError, ValueError) as exc:
+        return fail(f"cannot start: {exc}")
+    torch_threads = 1  # one step is ~1 ms: more threads only contend with the trackers
+    import torch
+
+    torch.set_num_threads(torch_threads)
+    policy = DynamicGrasp(MotionNetPlanner(model), pool, replace(cfg.policy, mode=mode))
+    fingers = finger_joint_names(robot)
+    index = {n: i for i, n in enumerate(robot.joint_names)}
+    finger_idx = [index[n] for n in fingers]
+    T_root_palm = root_to_palm_at_zero(robot)
+    fk = ArmIk(robot, robot.config.hand.palm_link)
+    T_palm_root = np.linalg.inv(T_root_palm)
+
+    reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    wrist_pub = node.create_publisher(
+        PoseStamped, p("wrist_target_topic", "/policy/hand_target/wrist").value, reliable
+    )
+    fingers_pub = node.create_publisher(
+        JointState, p("finger_target_topic", "/policy/hand_target/fingers").value, reliable
+    )
+    state_pub = node.create_publisher(String, "/policy/state", reliable)
+    obs: dict = {"pose": None, "points": None, "kp": None, "q": None}
+    counts = {"steps": 0, "stale": 0, "bad": 0}
+
+    def now_s() -> float:
+        return node.get_clock().now().nanoseconds * 1e-9
+
+    def on_pose(msg: PoseStamped) -> None:
+        try:
+            obs["pose"] = (msgs.pose_matrix(msg.pose), msgs.from_time(msg.header.stamp), now_s())
+        except msgs.MessageError as exc:
+            counts["bad"] += 1
+            log.error(f"object pose rejected: {exc}", throttle_duration_sec=1.0)
+
+    def on_points(msg: PointCloud2) -> None:
+        obs["points"] = (pointcloud2_array(msg), now_s())
+
+    def on_keypoints(msg: PoseArray) -> None:
+        kp = np.array([[m.position.x, m.position.y, m.position.z] for m in msg.poses], dtype=float)
+        obs["kp"] = (kp if kp.shape == (21, 3) else None, now_s())
+
+    def on_joint_states(msg: JointState) -> None:
+        pos = dict(zip(msg.name, msg.position, strict=False))
+        if all(n in pos for n in robot.joint_names):
+            obs["q"] = np.array([pos[n] for n in robot.joint_names])
+
+    node.create_subscription(
+        PoseStamped, p("object_pose_topic", "/perception/object/pose").value, on_pose, reliable
+    )
+    node.create_subscription(
+        PointCloud2, p("object_points_topic", "/perception/object/points").value, on_points, reliable
+    )
+    node.create_subscription(
+        PoseArray, p("keypoints_topic", "/perception/human_hand/keypoints").value, on_keypoints, reliable
+    )
+    node.create_subscription(JointState, "/joint_states", on_joint_states, reliable)
+
+    def publish_state(state: dict) -> None:
+        state_pub.publish(String(data=json.dumps({**state, **counts})))
+
+    def step() -> None:
+        now = now_s()
+        pose, points, q = obs["pose"], obs["points"], obs["q"]
+        if pose is None or points is None or q is None:
+            publish_state({"phase": policy.phase, "waiting": "object pose, points and /joint_states"})
+            return
+        if now - pose[2] > stale_after_s or now - points[1] > stale_after_s:
+            counts["stale"] += 1
+            publish_state({"phase": policy.phase, "stale": True})
+            return
+        kp = obs["kp"]
+        keypoints = kp[0] if kp is not None and now - kp[1] <= stale_after_s else None
+        hand = HandState(fk.frame_pose(q) @ T_palm_root, q[finger_idx])
+        t0 = time.perf_counter()
+        try:
+            target = policy.step(pose[1], pose[0], points[0], keypoints, hand)
+        except DynamicGraspError as exc:
+            counts["bad"] += 1
+            log.error(f"no target this step: {exc}", throttle_duration_sec=1.0)
+            publish_state({"phase": policy.phase, "error": str(exc)})
+            return
+        step_ms = (time.perf_counter() - t0) * 1e3
+        counts["steps"] += 1
+        stamp = now_s()
+        wrist_pub.publish(msgs.pose_stamped_msg(target.T_world_hand @ T_root_palm, stamp, frame_id))
+        fingers_pub.publish(msgs.joint_state_msg(fingers, target.finger_q, stamp_s=stamp))
+        publish_state(
+            {
+                "phase": target.phase,
+                "frame": target.frame,
+                "goal": target.goal,
+                "distance_m": target.distance_m,
+                "step_ms": round(step_ms, 3),
+            }
+        )
+
+    node.create_timer(1.0 / rate_hz, step)
+    log.info(f"DynamicGrasp ({mode}) for {object_id} from {path}: {len(pool)} grasps, {rate_hz:g} Hz")
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""dynamic_grasp_node over DDS: tracked object in, controller targets out; stale and bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+CKPT = "checkpoints/motionnet_small.pt"  # the committed one (docs/policy_motionnet.md)
+
+
+def test_node_tracks_the_object_and_publishes_nothing_on_stale_or_bad_input(
+    node_launcher, ros_node, tmp_path
+):
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState, PointCloud2
+    from std_msgs.msg import String
+
+    from dexh2r_core import msgs
+    from dexh2r_core.paths import repo_root
+    from dexh2r_core.robot.description import RobotDescription
+    from dexh2r_core.testing import wait_for_topic_match
+    from dexh2r_perception.object_tracker_node import pointcloud2_msg
+    from dexh2r_policy.models.synthetic import _sphere, synthetic_pool
+
+    synthetic_pool("ball", n_grasps=12, seed=0).save(tmp_path / "ball.npz")
+    proc = node_launcher.start(
+        "dexh2r_policy.dynamic_grasp_node:main",
+        params={
+            "checkpoint": str(repo_root() / CKPT),
+            "pools": str(tmp_path),
+            "object_id": "ball",
+            "rate_hz": 20.0,
+        },
+    )
+    robot = RobotDescription.load("ur5_shadow")
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = {
+        "pose": ros_node.create_publisher(PoseStamped, "/perception/object/pose", reliable),
+        "points": ros_node.create_publisher(PointCloud2, "/perception/object/points", reliable),
+        "js": ros_node.create_publisher(JointState, "/joint_states", reliable),
+    }
+    got: dict[str, list] = {"wrist": [], "fingers": [], "state": []}
+    ros_node.create_subscription(PoseStamped, "/policy/hand_target/wrist", got["wrist"].append, reliable)
+    ros_node.create_subscription(JointState, "/policy/hand_target/fingers", got["fingers"].append, reliable)
+    ros_node.create_subscription(String, "/policy/state", got["state"].append, reliable)
+    for topic in ("/perception/object/pose", "/perception/object/points", "/joint_states"):
+        wait_for_topic_match(ros_node, topic, "subscriber", timeout=60, processes=[proc])
+    ball, _ = _sphere(1024, np.random.default_rng(0))
+    sim = {"on": True, "nan": False, "t0": time.monotonic()}
+
+    def publish():
+        if not sim["on"]:
+            return
+        T = np.eye(4)
+        T[:3, 3] = [0.65, -0.05 + 0.05 * (time.monotonic() - sim["t0"]), 0.35]  # the giver moves it
+        stamp = time.time()
+        pts = ball + T[:3, 3]
+        if sim["nan"]:
+            pts = np.full_like(pts, np.nan)
+        pubs["pose"].publish(msgs.pose_stamped_msg(T, stamp))
+        pubs["points"].publish(pointcloud2_msg(pts.astype(np.float32), stamp))
+        pubs["js"].publish(msgs.joint_state_msg(robot.joint_names, robot.home()))
+
+    ros_node.create_timer(1 / 30, publish)
+    executor = SingleThreadedExecutor(context=ros_node.context)
+    executor.add_node(ros_node)
+
+    def spin(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            assert proc.alive(), proc.log_tail()
+            executor.spin_once(timeout_sec=0.01)
+
+    try:
+        spin(2.0)
+        assert len(got["wrist"]) >= 10, proc.log_tail()
+        assert got["fingers"][-1].name == [n for n in robot.hand_joint_names if "WRJ" not in n]
+        T = msgs.pose_matrix(got["wrist"][-1].pose)
+        assert np.all(np.isfinite(T)) and 0.1 < np.linalg.norm(T[:3, 3]) < 2.0
+        state = json.loads(got["state"][-1].data)
+        assert state["steps"] >= 10 and state["step_ms"] < 50
+        sim["nan"] = True  # bad input: no target, the state says why
+        spin(0.5)
+        n = len(got["wrist"])
+        spin(0.5)
+        assert len(got["wrist"]) == n
+        assert "error" in json.loads(got["state"][-1].data)
+        sim["nan"], sim["on"] = False, False  # perception stops: stale, nothing published
+        spin(0.6)
+        n = len(got["wrist"])
+        spin(0.5)
+        assert len(got["wrist"]) == n and json.loads(got["state"][-1].data).get("stale")
+    finally:
+        executor.remove_node(ros_node)
+        executor.shutdown(timeout_sec=1.0)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"checkpoint": "/nonexistent/model.pt", "object_id": "ball"}, "checkpoint not found"),
+        ({}, "object_id: required"),
+        ({"object_id": "no/such_object", "pools": "/tmp"}, "no grasp pool for object 'no/such_object'"),
+    ],
+)
+def test_start_up_errors_exit_with_the_cause(node_launcher, params, message):
+    proc = node_launcher.start("dexh2r_policy.dynamic_grasp_node:main", params=params)
+    assert proc.popen.wait(timeout=60) == 2
+    assert message in proc.log_text()
