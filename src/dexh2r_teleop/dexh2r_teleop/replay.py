@@ -186,6 +186,14 @@ def replay(opts: ReplayOptions, *, ros_args: Sequence[str] | None = None, log=pr
                 clock_pub.publish(clock)
                 clock_ticks += 1
         wall = time.monotonic() - start
+        # Reliable subscribers must get the last messages before this process (and its
+        # publishers) goes away: wait for their acknowledgements, bounded.
+        from rclpy.duration import Duration
+        from rclpy.qos import ReliabilityPolicy
+
+        for pub in pubs.values():
+            if pub.qos_profile.reliability == ReliabilityPolicy.RELIABLE:
+                pub.wait_for_all_acked(Duration(seconds=2.0))
         late_ms = np.array(late or [0.0]) * 1e3
         report = {
             "bag": str(info.path),
