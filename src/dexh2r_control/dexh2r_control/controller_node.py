@@ -50,7 +50,6 @@ def brake_tail(q: np.ndarray, v: np.ndarray, a_max: np.ndarray) -> tuple[float, 
 def main(argv: list[str] | None = None) -> int:
     import rclpy
     from geometry_msgs.msg import PoseArray, PoseStamped
-    from rclpy.executors import ExternalShutdownException
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import JointState
@@ -63,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_control.safety import InvalidTargetError, SafetyConfig
     from dexh2r_control.state_machine import HandoverStateMachine, Observation
     from dexh2r_core import msgs
+    from dexh2r_core.node_runtime import spin_until_shutdown
     from dexh2r_core.robot.config import load_robot_config
     from dexh2r_core.robot.description import RobotDescription
     from dexh2r_core.ros_env import apply_ros_defaults
@@ -356,17 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         f"controller for {robot.config.name}: {rate_hz:g} Hz -> {arm_topic}, {hand_topic}; "
         f"targets on {wrist_topic} + {fingers_topic}"
     )
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_until_shutdown(node)
 
 
 if __name__ == "__main__":

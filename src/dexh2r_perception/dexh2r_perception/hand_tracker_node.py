@@ -147,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     from builtin_interfaces.msg import Time
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from geometry_msgs.msg import PoseArray, PoseStamped
-    from rclpy.executors import ExternalShutdownException
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -156,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_core import msgs
     from dexh2r_core.calibration import load_calibration
     from dexh2r_core.config import ConfigError
+    from dexh2r_core.node_runtime import exit_with_error, spin_until_shutdown
     from dexh2r_core.paths import config_path
     from dexh2r_core.ros_env import apply_ros_defaults
     from dexh2r_perception.hand_tracking import HandTracker, HandTrackerConfig
@@ -183,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     diagnostics_period_s = float(p("diagnostics_period_s", 1.0).value)
 
     def fail(message: str) -> int:
-        log.fatal(message)
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 2
+        return exit_with_error(node, message)
 
     path = config_path(calibration_param)
     if not path.exists():
@@ -348,15 +345,7 @@ def main(argv: list[str] | None = None) -> int:
 
     node.create_timer(diagnostics_period_s, publish_diagnostics)
     log.info(f"hand tracker ready: cameras {names}, calibration {path}")
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        tracker.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_until_shutdown(node, cleanup=tracker.close)
 
 
 if __name__ == "__main__":

@@ -55,37 +55,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from dexh2r_core.calibration import CalibrationSet, CameraCalibration, CameraIntrinsics
+from dexh2r_core.hand_landmarks import NUM_LANDMARKS, WRIST
 from dexh2r_core.transforms import invert
 
 Handedness = Literal["right", "left", "unknown"]
 
-LANDMARK_NAMES: tuple[str, ...] = (
-    "WRIST",
-    "THUMB_CMC",
-    "THUMB_MCP",
-    "THUMB_IP",
-    "THUMB_TIP",
-    "INDEX_FINGER_MCP",
-    "INDEX_FINGER_PIP",
-    "INDEX_FINGER_DIP",
-    "INDEX_FINGER_TIP",
-    "MIDDLE_FINGER_MCP",
-    "MIDDLE_FINGER_PIP",
-    "MIDDLE_FINGER_DIP",
-    "MIDDLE_FINGER_TIP",
-    "RING_FINGER_MCP",
-    "RING_FINGER_PIP",
-    "RING_FINGER_DIP",
-    "RING_FINGER_TIP",
-    "PINKY_MCP",
-    "PINKY_PIP",
-    "PINKY_DIP",
-    "PINKY_TIP",
-)
-NUM_LANDMARKS = 21
-WRIST, MIDDLE_MCP = 0, 9
 PALM = (0, 5, 9, 13)  # the rigid palm: the 4th/5th metacarpals cup (the pinky MCP moves ~6 mm)
-FINGERTIPS = (4, 8, 12, 16, 20)
 
 # Depth of each landmark's joint centre behind the skin the camera sees (m): about half the
 # thickness of an adult wrist (~40 mm), palm (~25 mm) and finger (~16-18 mm at the base, ~14 mm at

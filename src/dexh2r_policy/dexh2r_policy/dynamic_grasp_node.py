@@ -35,7 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import rclpy
     from geometry_msgs.msg import PoseArray, PoseStamped
-    from rclpy.executors import ExternalShutdownException
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState, PointCloud2
@@ -44,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_control.ik import ArmIk
     from dexh2r_core import msgs
     from dexh2r_core.config import ConfigError, from_dict
+    from dexh2r_core.node_runtime import exit_with_error, spin_until_shutdown
     from dexh2r_core.robot.description import RobotDescription
     from dexh2r_core.ros_env import apply_ros_defaults
     from dexh2r_perception.object_tracker_node import pointcloud2_array
@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     frame_id = p("frame_id", "world").value
 
     def fail(message: str) -> int:
-        log.fatal(message)
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 2
+        return exit_with_error(node, message)
 
     if mode not in ("easy", "hard"):
         return fail(f"mode: 'easy' or 'hard', got '{mode}'")
@@ -189,14 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
     node.create_timer(1.0 / rate_hz, step)
     log.info(f"DynamicGrasp ({mode}) for {object_id} from {path}: {len(pool)} grasps, {rate_hz:g} Hz")
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_until_shutdown(node)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ import mujoco
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from dexh2r_core.hand_landmarks import LANDMARK_NAMES
 from dexh2r_core.robot.assets import resolve_asset
 from dexh2r_sim.motion import GiverTrajectory, Pose, min_jerk, min_jerk_pose, rotvec_between, withdraw_target
 
@@ -78,29 +79,7 @@ _WRIST_TO_PALM = 0.034  # Shadow wrist joint (WRJ2) -> palm frame (WRJ1), along 
 # MediaPipe Hands landmark order: (name, link, offset in the link frame). Tips are the Shadow
 # fingertip sites; MCP/PIP/DIP are the joint centres (link origins). Thumb: CMC = thbase (THJ5/4),
 # MCP = thhub (THJ3/2), IP = thdistal (THJ1).
-KEYPOINT_NAMES: tuple[str, ...] = (
-    "WRIST",
-    "THUMB_CMC",
-    "THUMB_MCP",
-    "THUMB_IP",
-    "THUMB_TIP",
-    "INDEX_FINGER_MCP",
-    "INDEX_FINGER_PIP",
-    "INDEX_FINGER_DIP",
-    "INDEX_FINGER_TIP",
-    "MIDDLE_FINGER_MCP",
-    "MIDDLE_FINGER_PIP",
-    "MIDDLE_FINGER_DIP",
-    "MIDDLE_FINGER_TIP",
-    "RING_FINGER_MCP",
-    "RING_FINGER_PIP",
-    "RING_FINGER_DIP",
-    "RING_FINGER_TIP",
-    "PINKY_MCP",
-    "PINKY_PIP",
-    "PINKY_DIP",
-    "PINKY_TIP",
-)
+KEYPOINT_NAMES = LANDMARK_NAMES  # the stack-wide convention (dexh2r_core.hand_landmarks)
 KEYPOINT_LINKS: tuple[tuple[str | None, tuple[float, float, float]], ...] = (
     (None, (0.0, 0.0, 0.0)),
     ("thbase", (0.0, 0.0, 0.0)),

@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import rclpy
     from geometry_msgs.msg import PoseArray, PoseStamped
-    from rclpy.executors import ExternalShutdownException
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState
@@ -38,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dexh2r_control.ik import ArmIk
     from dexh2r_core import msgs
+    from dexh2r_core.node_runtime import exit_with_error, spin_until_shutdown
     from dexh2r_core.robot.config import load_robot_config
     from dexh2r_core.robot.description import RobotDescription
     from dexh2r_core.ros_env import apply_ros_defaults
@@ -71,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         robot = RobotDescription(load_robot_config(robot_name, hand=hand))
         fingers = FingerRetargeter(robot, config.retargeting, config.finger_scale)
     except (ValueError, FileNotFoundError) as exc:
-        log.fatal(f"cannot start: {exc}")
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 2
+        return exit_with_error(node, f"cannot start: {exc}")
     arm = ArmMapper(config)
     fk = ArmIk(robot, robot.config.hand.palm_link)
     frame_id = p("frame_id", "world").value
@@ -192,14 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     node.create_service(Trigger, "/teleop/engage", engage_cb)
     node.create_service(Trigger, "/teleop/disengage", disengage_cb)
     log.info(f"teleop for {robot.config.name} ({config.retargeting} retargeting); call /teleop/engage")
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_until_shutdown(node)
 
 
 if __name__ == "__main__":
