@@ -254,40 +254,33 @@ def evaluate_hand_node_latency(
     stamp -> keypoints published plus one more DDS hop (conservative). The first second is
     warm-up and not counted. Uses a private ROS domain unless ROS_DOMAIN_ID is set.
     """
-    os.environ.setdefault("MUJOCO_GL", "egl")
     from dexh2r_core.ros_env import apply_ros_defaults, private_domain_id
 
     domain = os.environ.get("ROS_DOMAIN_ID")
     apply_ros_defaults(os.environ, domain_id=int(domain) if domain else private_domain_id())
     from geometry_msgs.msg import PoseArray
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
     from dexh2r_core import msgs
     from dexh2r_core.testing import ros_test_node, start_node, wait_for_topic_match
-    from dexh2r_sim.cell import CellConfig, HandoverCell
+    from dexh2r_perception.bench_feed import latency_figures, paced_feed, render_clip
 
-    chosen = next((s for s in _load_scenarios(scenarios_file) if s.name == scenario), None)
-    if chosen is None:
-        raise ValueError(f"no scenario '{scenario}' in {scenarios_file}")
-    cell = HandoverCell(
-        CellConfig(cameras=True, resolution=(width, height), camera_hz=camera_hz, **(cell_options or {}))
+    clip, cameras, _ = render_clip(
+        scenario,
+        scenarios_file,
+        lambda cell, frames: [(f.rgb, f.depth_mm) for f in frames],
+        width=width,
+        height=height,
+        camera_hz=camera_hz,
+        start_s=start_s,
+        clip_s=clip_s,
+        cell_options=cell_options,
     )
-    clip = []
-    try:
-        cell.load_scenario(chosen)
-        for k in range(round(clip_s * camera_hz)):
-            cell.step_until(start_s + k / camera_hz)
-            clip.append([(f.rgb, f.depth_mm) for f in cell.render()])
-        cameras = [(c.name, c.frame_id) for c in cell.calibration.cameras]
-    finally:
-        cell.close()
     node = start_node("dexh2r_perception.hand_tracker_node:main", name="hand_tracker_bench")
     latencies: list[tuple[float, float]] = []  # (arrival, latency)
     states: list[dict] = []
-    sent = 0
     try:
         with ros_test_node("hand_tracker_latency") as rn:
             reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -308,43 +301,24 @@ def evaluate_hand_node_latency(
             )
             for topic in topics:
                 wait_for_topic_match(rn, topic, "subscriber", timeout=60, processes=[node])
-            executor = SingleThreadedExecutor(context=rn.context)
-            executor.add_node(rn)
-            period = 2 * len(clip) - 2
-            t_next = time.monotonic()
-            t_end = t_next + seconds
-            while time.monotonic() < t_end:
-                i = sent % period
-                images = clip[i if i < len(clip) else period - i]
-                stamp = time.time()
+
+            def publish(images, stamp: float) -> None:
                 for c, ((rgb, depth), (_, frame_id)) in enumerate(zip(images, cameras, strict=True)):
                     pubs[2 * c].publish(msgs.image_msg(rgb, "rgb8", stamp, frame_id))
                     pubs[2 * c + 1].publish(msgs.image_msg(depth, "16UC1", stamp, frame_id))
-                sent += 1
-                t_next += 1.0 / camera_hz
-                while time.monotonic() < t_next:  # pacing at the camera rate, serving callbacks
-                    executor.spin_once(timeout_sec=max(0.0, t_next - time.monotonic()))
-            drain = time.monotonic() + 0.5
-            while time.monotonic() < drain:
-                executor.spin_once(timeout_sec=0.05)
-            executor.remove_node(rn)
-            executor.shutdown(timeout_sec=1.0)
+
+            sent = paced_feed(rn, clip, camera_hz, seconds, publish)
     finally:
         node.stop()
-    start = latencies[0][0] + 1.0 if latencies else 0.0
-    kept = [(t, lat) for t, lat in latencies if t >= start]
-    arrivals = np.array([t for t, _ in kept])
-    lat_ms = np.array([lat for _, lat in kept]) * 1e3
     compute = np.array([s["compute_ms"] for s in states if s.get("compute_ms") is not None])
-    rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0
+    figures = latency_figures(latencies)
+    rate = figures["node_output_rate_hz"]
     result = {
         "scenario": scenario,
         "frames_sent": sent,
         "keypoints_received": len(latencies),
         "no_hand_frames": sum(not s.get("detected", False) for s in states),
-        "node_output_rate_hz": rate,
-        "node_latency_ms_p50": float(np.median(lat_ms)) if len(lat_ms) else None,
-        "node_latency_ms_p95": float(np.percentile(lat_ms, 95)) if len(lat_ms) else None,
+        **figures,
         "node_compute_ms_p50": float(np.median(compute)) if len(compute) else None,
         "node_compute_ms_p95": float(np.percentile(compute, 95)) if len(compute) else None,
         "camera_hz": camera_hz,

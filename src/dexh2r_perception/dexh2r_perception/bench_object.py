@@ -397,38 +397,34 @@ def evaluate_node_latency(
     arrives here - its stamp, i.e. camera stamp -> pose published plus one more DDS hop
     (conservative). The first second is warm-up and not counted. Uses a private ROS domain.
     """
-    os.environ.setdefault("MUJOCO_GL", "egl")
     from dexh2r_core.ros_env import apply_ros_defaults, private_domain_id
 
     domain = os.environ.get("ROS_DOMAIN_ID")
     apply_ros_defaults(os.environ, domain_id=int(domain) if domain else private_domain_id())
     from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
     from dexh2r_core import msgs
     from dexh2r_core.testing import ros_test_node, start_node, wait_for_topic_match
-    from dexh2r_sim.cell import CellConfig, HandoverCell
+    from dexh2r_perception.bench_feed import latency_figures, paced_feed, render_clip
 
-    chosen = next((s for s in _load_scenarios(scenarios_file) if s.name == scenario), None)
-    if chosen is None:
-        raise ValueError(f"no scenario '{scenario}' in {scenarios_file}")
-    cell = HandoverCell(
-        CellConfig(cameras=True, resolution=(width, height), camera_hz=camera_hz, **(cell_options or {}))
+    def grab(cell, frames):
+        names, q, _, _ = cell.joint_state()
+        return [f.depth_mm for f in frames], names, q.tolist(), cell.giver_keypoints()
+
+    clip, cameras, chosen = render_clip(
+        scenario,
+        scenarios_file,
+        grab,
+        width=width,
+        height=height,
+        camera_hz=camera_hz,
+        start_s=start_s,
+        clip_s=clip_s,
+        cell_options=cell_options,
     )
-    clip = []
-    try:
-        cell.load_scenario(chosen)
-        for k in range(round(clip_s * camera_hz)):
-            cell.step_until(start_s + k / camera_hz)
-            frames = cell.render()
-            names, q, _, _ = cell.joint_state()
-            clip.append(([f.depth_mm for f in frames], names, q.tolist(), cell.giver_keypoints()))
-        cameras = [(c.name, c.frame_id) for c in cell.calibration.cameras]
-    finally:
-        cell.close()
     node = start_node(
         "dexh2r_perception.object_tracker_node:main",
         name="object_tracker_bench",
@@ -436,7 +432,6 @@ def evaluate_node_latency(
     )
     latencies: list[tuple[float, float]] = []  # (arrival, latency)
     statuses: list[dict] = []
-    sent = 0
     try:
         with ros_test_node("object_tracker_latency") as rn:
             reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -455,46 +450,27 @@ def evaluate_node_latency(
             )
             for topic in [*depth_topics, "/joint_states", "/perception/human_hand/keypoints"]:
                 wait_for_topic_match(rn, topic, "subscriber", timeout=60, processes=[node])
-            executor = SingleThreadedExecutor(context=rn.context)
-            executor.add_node(rn)
-            period = 2 * len(clip) - 2
-            t_next = time.monotonic()
-            t_end = t_next + seconds
-            while time.monotonic() < t_end:
-                i = sent % period
-                depths, names, q, kp = clip[i if i < len(clip) else period - i]
-                stamp = time.time()
+
+            def publish(item, stamp: float) -> None:
+                depths, names, q, kp = item
                 joint_pub.publish(msgs.joint_state_msg(names, q, stamp_s=stamp))
                 kp_msg = PoseArray(header=msgs.header(stamp, "world"))
                 kp_msg.poses = [Pose(position=Point(x=float(x), y=float(y), z=float(z))) for x, y, z in kp]
                 kp_pub.publish(kp_msg)
                 for pub, depth, (_, frame_id) in zip(depth_pubs, depths, cameras, strict=True):
                     pub.publish(msgs.image_msg(depth, "16UC1", stamp, frame_id))
-                sent += 1
-                t_next += 1.0 / camera_hz
-                while time.monotonic() < t_next:  # pacing at the camera rate, serving callbacks
-                    executor.spin_once(timeout_sec=max(0.0, t_next - time.monotonic()))
-            drain = time.monotonic() + 0.5
-            while time.monotonic() < drain:
-                executor.spin_once(timeout_sec=0.05)
-            executor.remove_node(rn)
-            executor.shutdown(timeout_sec=1.0)
+
+            sent = paced_feed(rn, clip, camera_hz, seconds, publish)
     finally:
         node.stop()
-    start = latencies[0][0] + 1.0 if latencies else 0.0
-    kept = [(t, lat) for t, lat in latencies if t >= start]
-    arrivals = np.array([t for t, _ in kept])
-    lat_ms = np.array([lat for _, lat in kept]) * 1e3
     compute = np.array([s["compute_ms"] for s in statuses])
-    rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0
+    figures = latency_figures(latencies)
     return {
         "scenario": scenario,
         "frames_sent": sent,
         "poses_received": len(latencies),
         "lost_frames": sum(s["status"] == "lost" for s in statuses),
-        "node_output_rate_hz": rate,
-        "node_latency_ms_p50": float(np.median(lat_ms)) if len(lat_ms) else None,
-        "node_latency_ms_p95": float(np.percentile(lat_ms, 95)) if len(lat_ms) else None,
+        **figures,
         "node_compute_ms_p50": float(np.median(compute)) if len(compute) else None,
         "node_compute_ms_p95": float(np.percentile(compute, 95)) if len(compute) else None,
         "camera_hz": camera_hz,
