@@ -18,6 +18,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "dexh2r_policy.eval_offline:main",
         "the paper's replay benchmark (success, safety, penetration)",
     ),
+    "closed-loop": (
+        "dexh2r_policy.closed_loop:main",
+        "handovers in the sim cell through perception, DynamicGrasp and the controller",
+    ),
 }
 
 
