@@ -36,10 +36,10 @@ def render_clip(
 ) -> tuple[list[Any], list[tuple[str, str]], Any]:
     """(`grab(cell, frames)` for each frame of the clip, [(camera name, frame id)], the scenario)."""
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from dexh2r_perception.bench_object import _load_scenarios
+    from dexh2r_perception.bench_common import scenario_list
     from dexh2r_sim.cell import CellConfig, HandoverCell
 
-    chosen = next((s for s in _load_scenarios(scenarios_file) if s.name == scenario), None)
+    chosen = next((s for s in scenario_list(scenarios_file) if s.name == scenario), None)
     if chosen is None:
         raise ValueError(f"no scenario '{scenario}' in {scenarios_file}")
     cell = HandoverCell(

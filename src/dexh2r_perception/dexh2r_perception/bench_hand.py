@@ -37,6 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dexh2r_perception.bench_common import scenario_list as _load_scenarios
+from dexh2r_perception.bench_common import summary_stats as _stats
+
 if TYPE_CHECKING:
     from dexh2r_perception.hand_tracking import HandTrackerConfig
     from dexh2r_sim.scenario import Scenario
@@ -46,27 +49,6 @@ TARGETS = {
     "hand_mpjpe_mm_median": 25.0,
 }
 NODE_TARGETS = {"node_output_rate_hz": 30.0, "node_latency_ms_p95": 30.0}
-
-
-def _stats(values: Sequence[float], prefix: str) -> dict[str, float | None]:
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
-    if not len(v):
-        return {f"{prefix}_median": None, f"{prefix}_p95": None, f"{prefix}_mean": None}
-    return {
-        f"{prefix}_median": float(np.median(v)),
-        f"{prefix}_p95": float(np.percentile(v, 95)),
-        f"{prefix}_mean": float(v.mean()),
-    }
-
-
-def _load_scenarios(scenarios: str | Path | Sequence[Scenario]) -> list[Scenario]:
-    if isinstance(scenarios, (str, Path)):
-        from dexh2r_core.paths import config_path
-        from dexh2r_sim.scenario import load_scenarios
-
-        path = Path(scenarios)
-        return load_scenarios(path if path.exists() else config_path(str(scenarios)))
-    return list(scenarios)
 
 
 def frame_errors(estimate: Any, keypoints_gt: np.ndarray, wrist_gt: np.ndarray) -> dict[str, float]:

@@ -47,6 +47,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from dexh2r_perception.bench_common import scenario_list as _load_scenarios
+from dexh2r_perception.bench_common import summary_stats as _stats
+
 if TYPE_CHECKING:
     from dexh2r_perception.object_tracking import TrackerConfig
     from dexh2r_sim.scenario import Scenario
@@ -146,28 +149,7 @@ def visible_fraction(
     return float(seen.mean())
 
 
-def _stats(values: Sequence[float], prefix: str) -> dict[str, float | None]:
-    v = np.asarray([x for x in values if math.isfinite(x)], float)
-    if not len(v):
-        return {f"{prefix}_median": None, f"{prefix}_p95": None, f"{prefix}_mean": None}
-    return {
-        f"{prefix}_median": float(np.median(v)),
-        f"{prefix}_p95": float(np.percentile(v, 95)),
-        f"{prefix}_mean": float(v.mean()),
-    }
-
-
 # ---- the bench -------------------------------------------------------------------------------------
-def _load_scenarios(scenarios: str | Path | Sequence[Scenario]) -> list[Scenario]:
-    if isinstance(scenarios, (str, Path)):
-        from dexh2r_core.paths import config_path
-        from dexh2r_sim.scenario import load_scenarios
-
-        path = Path(scenarios)
-        return load_scenarios(path if path.exists() else config_path(str(scenarios)))
-    return list(scenarios)
-
-
 def evaluate_object_tracking(
     scenarios: str | Path | Sequence[Scenario] = "scenarios/hard.yaml",
     seconds: float = 4.0,
