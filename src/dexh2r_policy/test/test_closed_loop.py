@@ -15,8 +15,14 @@ OUTCOMES = {"success", "hit-human", "drop", "timeout", "safety-stop"}
 
 
 def test_one_episode_runs_the_whole_stack_and_the_cell_decides(tmp_path):
+    from dexh2r_policy.datagen import main as datagen
+
+    # A small pool for the first easy scenario's object (the full pools are data, made by command).
+    pools = tmp_path / "pools"
+    assert datagen(["grasps", "--objects", "prim/box_small", "--candidates", "20", "--out", str(pools)]) == 0
     out = tmp_path / "cl.json"
-    assert main(["--scenarios", "config/scenarios/easy.yaml", "--episodes", "1", "--json", str(out)]) == 0
+    args = ["--scenarios", "config/scenarios/easy.yaml", "--episodes", "1", "--pools", str(pools)]
+    assert main([*args, "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["episodes"] == 1 and summary["limit_violations"] == 0
     assert sum(summary[f"{k.replace('-', '_')}_rate"] for k in OUTCOMES) == pytest.approx(1.0)
