@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from dexh2r_core.ros_env import private_domain_id
-from dexh2r_core.testing import ros_test_node, start_node
+from dexh2r_core.testing import call_trigger, ros_test_node, start_node
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "record_sim.yaml"
@@ -34,24 +34,6 @@ BAGS: dict[str, tuple[str, str, float]] = {
     # after zstd) and covers the giver's reach (1.3 s): the object moves through the whole bag.
     "sim_easy_box": ("scenarios/easy.yaml", "easy_box_center", 1.0),
 }
-
-
-def call_trigger(node, name: str, timeout: float = 20.0) -> str:
-    from rclpy.executors import SingleThreadedExecutor
-    from std_srvs.srv import Trigger
-
-    client = node.create_client(Trigger, name)
-    if not client.wait_for_service(timeout_sec=timeout):
-        raise TimeoutError(f"service {name} not available")
-    future = client.call_async(Trigger.Request())
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    executor.spin_until_future_complete(future, timeout_sec=timeout)
-    executor.remove_node(node)
-    result = future.result()
-    if result is None or not result.success:
-        raise RuntimeError(f"{name} failed: {result.message if result else 'no answer'}")
-    return result.message
 
 
 def wait_status(node, want_frames: int, timeout: float, topic: str) -> dict:

@@ -521,3 +521,29 @@ def wait_for_messages(
     finally:
         node.destroy_subscription(subscription)
     return list(received)
+
+
+def call_trigger(node: Node, name: str, timeout: float = 20.0) -> str:
+    """Call a std_srvs/Trigger service from `node`; its message, or RuntimeError / TimeoutError
+    naming the service when it is missing, silent or answers success=False."""
+    from rclpy.executors import SingleThreadedExecutor
+    from std_srvs.srv import Trigger
+
+    client = node.create_client(Trigger, name)
+    try:
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {name} not available within {timeout} s")
+        future = client.call_async(Trigger.Request())
+        executor = SingleThreadedExecutor(context=node.context)
+        executor.add_node(node)
+        try:
+            executor.spin_until_future_complete(future, timeout_sec=timeout)
+        finally:
+            executor.remove_node(node)
+            executor.shutdown(timeout_sec=1.0)
+        result = future.result()
+        if result is None or not result.success:
+            raise RuntimeError(f"{name} failed: {result.message if result else 'no answer'}")
+        return result.message
+    finally:
+        node.destroy_client(client)

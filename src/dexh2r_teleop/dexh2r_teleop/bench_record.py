@@ -196,24 +196,6 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
     return event
 
 
-def _trigger(node, name: str, timeout: float = 30.0) -> str:
-    from rclpy.executors import SingleThreadedExecutor
-    from std_srvs.srv import Trigger
-
-    client = node.create_client(Trigger, name)
-    if not client.wait_for_service(timeout_sec=timeout):
-        raise TimeoutError(f"service {name} not available")
-    future = client.call_async(Trigger.Request())
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    executor.spin_until_future_complete(future, timeout_sec=timeout)
-    executor.remove_node(node)
-    result = future.result()
-    if result is None or not result.success:
-        raise RuntimeError(f"{name}: {result.message if result else 'no answer'}")
-    return result.message
-
-
 def _wait_drained(node, published: dict[str, int], timeout: float) -> dict[str, Any]:
     """Spin on /recorder/status until the counts reach what was published or stop growing."""
     from rclpy.executors import SingleThreadedExecutor
@@ -249,7 +231,7 @@ def _wait_drained(node, published: dict[str, int], timeout: float) -> dict[str, 
 
 
 def run_bench(args: argparse.Namespace, pub_args: list[str]) -> dict[str, Any]:
-    from dexh2r_core.testing import ros_test_node, start_node
+    from dexh2r_core.testing import call_trigger, ros_test_node, start_node
     from dexh2r_teleop.recorder import read_sidecar
 
     topics = _topics(args)
@@ -288,14 +270,14 @@ def run_bench(args: argparse.Namespace, pub_args: list[str]) -> dict[str, Any]:
         with ros_test_node("bench_record", domain_id=domain) as node:
             for topic in topics:
                 recorder.wait_for_log(f"recording {topic} ", timeout=args.match_timeout)
-            bag = Path(_trigger(node, "/recorder/start"))
+            bag = Path(call_trigger(node, "/recorder/start"))
             cpu0, t0 = _cpu_seconds(recorder.pid), time.monotonic()
             assert pub.stdin is not None
             pub.stdin.write("go\n")
             pub.stdin.flush()
             done = _read_line(pub, args.seconds * 3 + 60)
             status = _wait_drained(node, done["published"], 60.0)
-            _trigger(node, "/recorder/stop")
+            call_trigger(node, "/recorder/stop")
             cpu1, t1 = _cpu_seconds(recorder.pid), time.monotonic()
         pub.stdin.write("exit\n")
         pub.stdin.flush()
