@@ -68,6 +68,7 @@ def run_episode(cell: Any, scenario: Any, policy: Any, robot: Any, *, stale_afte
     obj = None  # (stamp, pose, points)
     kp = None
     phases: list[str] = []
+    trace: list[dict] = []  # per policy step: phase, goal distance, tracking error of the palm
     timing = {"perception_ms": [], "policy_ms": []}
     errors = 0
     violations = 0  # ticks whose command leaves the robot's position or velocity limits
@@ -104,6 +105,19 @@ def run_episode(cell: Any, scenario: Any, policy: Any, robot: Any, *, stale_afte
                     controller.set_grasp_phase(target.phase in GRASP_PHASES)
                     controller.set_hand_target(HandTarget(t0, target.T_world_hand @ T_root_palm, hand_q))
                     phases.append(target.phase)
+                    palm = controller.palm_pose(np.asarray(q_now))
+                    trace.append(
+                        {
+                            "t": round(t0, 3),
+                            "phase": target.phase,
+                            "goal_distance_m": target.distance_m,
+                            "palm_to_target_m": float(
+                                np.linalg.norm(palm[:3, 3] - (target.T_world_hand @ T_root_palm)[:3, 3])
+                            ),
+                            "object_tracked": bool(o.pose is not None),
+                            "hand_tracked": kp is not None,
+                        }
+                    )
             for i in range(ticks):
                 t = t0 + i * dt
                 cmd = controller.step(t, dt)
@@ -135,6 +149,7 @@ def run_episode(cell: Any, scenario: Any, policy: Any, robot: Any, *, stale_afte
         if timing["perception_ms"]
         else None,
         "policy_ms_p95": float(np.percentile(timing["policy_ms"], 95)) if timing["policy_ms"] else None,
+        "trace": trace,
     }
 
 
