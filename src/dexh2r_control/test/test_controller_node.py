@@ -34,24 +34,6 @@ def _collect(node, topic, seconds, msg_type):
     return got
 
 
-def _call(node, name, timeout=10.0):
-    from rclpy.executors import SingleThreadedExecutor
-    from std_srvs.srv import Trigger
-
-    client = node.create_client(Trigger, name)
-    assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
-    future = client.call_async(Trigger.Request())
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    try:
-        executor.spin_until_future_complete(future, timeout_sec=timeout)
-    finally:
-        executor.remove_node(node)
-        executor.shutdown(timeout_sec=1.0)
-    assert future.done(), f"service {name} did not answer"
-    return future.result()
-
-
 def test_controller_node_streams_holds_on_nan_and_latches_estop(node_launcher, ros_node):
     from geometry_msgs.msg import PoseStamped
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -62,7 +44,7 @@ def test_controller_node_streams_holds_on_nan_and_latches_estop(node_launcher, r
     from dexh2r_control.ik import ArmIk
     from dexh2r_core import msgs
     from dexh2r_core.robot.description import RobotDescription
-    from dexh2r_core.testing import wait_for_messages
+    from dexh2r_core.testing import call_trigger, wait_for_messages
 
     robot = RobotDescription.load("ur5_shadow")
     home = robot.home()
@@ -113,7 +95,7 @@ def test_controller_node_streams_holds_on_nan_and_latches_estop(node_launcher, r
     assert hand_msgs[-1].points[0].positions[ff1] > 0.1  # coupled distal joint follows rh_FFJ2
 
     # 3. E-stop: latched, the command comes to rest although targets keep coming.
-    assert _call(ros_node, "/controller/estop").success
+    call_trigger(ros_node, "/controller/estop", timeout=10.0)  # raises unless success
     stopped = _collect(ros_node, ARM, 1.5, JointTrajectory)
     tail = stopped[-20:]
     assert all(np.all(np.array(m.points[0].velocities) == 0.0) for m in tail)
@@ -122,7 +104,7 @@ def test_controller_node_streams_holds_on_nan_and_latches_estop(node_launcher, r
     assert states and json.loads(states[-1].data)["estop"] is True
 
     # 4. Reset: the latch clears, and fresh targets move the robot again.
-    assert _call(ros_node, "/controller/reset").success
+    call_trigger(ros_node, "/controller/reset", timeout=10.0)
     target[0, 3] += 0.05
     state["wrist"] = msgs.pose_stamped_msg(target, 0.0)
     resumed = _collect(ros_node, ARM, 1.0, JointTrajectory)

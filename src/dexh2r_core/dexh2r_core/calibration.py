@@ -236,6 +236,20 @@ def load_calibration(path: str | Path) -> CalibrationSet:
     return from_dict(CalibrationSet, data, source=str(path))
 
 
+def load_camera_rig(name_or_path: str | Path) -> CalibrationSet:
+    """A node's `calibration` parameter (absolute, or relative to config/) -> a calibration with at
+    least one camera. FileNotFoundError / ConfigError name the file (the nodes exit with them)."""
+    from dexh2r_core.paths import config_path
+
+    path = config_path(str(name_or_path))
+    if not path.exists():
+        raise FileNotFoundError(f"calibration file not found: {name_or_path} (looked at {path})")
+    calibration = load_calibration(path)
+    if not calibration.cameras:
+        raise ConfigError(f"{path}: cameras: no cameras in the calibration")
+    return calibration
+
+
 def calibration_to_dict(calibration: CalibrationSet) -> dict[str, Any]:
     """Plain data of a calibration set (what `save_calibration` writes)."""
     return to_dict(calibration)

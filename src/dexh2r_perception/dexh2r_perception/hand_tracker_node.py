@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from std_msgs.msg import String
 
     from dexh2r_core import msgs
-    from dexh2r_core.calibration import load_calibration
+    from dexh2r_core.calibration import load_camera_rig
     from dexh2r_core.config import ConfigError
     from dexh2r_core.node_runtime import exit_with_error, spin_until_shutdown
     from dexh2r_core.paths import config_path
@@ -185,13 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     def fail(message: str) -> int:
         return exit_with_error(node, message)
 
-    path = config_path(calibration_param)
-    if not path.exists():
-        return fail(f"calibration file not found: {calibration_param} (looked at {path})")
     try:
-        calibration = load_calibration(path)
-        if not calibration.cameras:
-            raise ConfigError(f"{path}: cameras: no cameras in the calibration")
+        calibration = load_camera_rig(calibration_param)
+    except FileNotFoundError as exc:
+        return fail(str(exc))
+    except (ConfigError, ValueError) as exc:
+        return fail(f"cannot start: {exc}")
+    path = config_path(calibration_param)
+    try:
         names = camera_names or calibration.names
         for name in names:
             calibration.camera(name)  # KeyError naming the known cameras
