@@ -24,6 +24,26 @@ def exit_with_error(node: Any, message: str) -> int:
     return START_ERROR_EXIT_CODE
 
 
+def stopping(grace_s: float = 0.5) -> bool:
+    """True if rclpy is shutting down, or does so within `grace_s`.
+
+    rclpy's SIGINT handler raises KeyboardInterrupt in the main thread at once but shuts the
+    contexts down from its own thread a moment later. A KeyboardInterrupt raised inside a
+    pybind11 call surfaces as a RuntimeError ("Unable to convert call argument") while
+    `rclpy.ok()` is still True, so an exception is only a crash if the context stays up.
+    """
+    import time
+
+    import rclpy
+
+    deadline = time.monotonic() + grace_s
+    while rclpy.ok():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def spin_until_shutdown(node: Any, cleanup: Callable[[], None] | None = None) -> int:
     """Spin until Ctrl-C or an external shutdown, then clean up, destroy the node and shut down.
 
@@ -38,7 +58,7 @@ def spin_until_shutdown(node: Any, cleanup: Callable[[], None] | None = None) ->
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
-        if rclpy.ok():
+        if not stopping():
             raise
     finally:
         if cleanup is not None:

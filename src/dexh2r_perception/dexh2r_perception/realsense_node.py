@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import CameraInfo, Image
 
     from dexh2r_core import msgs
+    from dexh2r_core.node_runtime import stopping
 
     rclpy.init(args=sys.argv if argv is None else argv)
     node = Node(NODE_NAME)
@@ -371,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
             log.info(f"all recordings ended ({summary})")
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # SIGINT: clean shutdown below
+    except Exception:
+        if not stopping():  # a signal racing a spin is a stop, anything else a crash
+            raise
     finally:
         session.stop()
         executor.shutdown(timeout_sec=1.0)

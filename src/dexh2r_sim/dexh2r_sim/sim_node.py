@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 
     from dexh2r_core import msgs
+    from dexh2r_core.node_runtime import stopping
     from dexh2r_core.paths import config_path
     from dexh2r_core.ros_env import apply_ros_defaults
     from dexh2r_core.trajectory import TrajectoryError
@@ -231,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(ahead)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if not stopping():  # a signal racing a spin is a stop, anything else a crash
+            raise
     finally:
         cell.close()
         node.destroy_node()

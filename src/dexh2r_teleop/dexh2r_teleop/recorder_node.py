@@ -77,6 +77,7 @@ def run(argv: list[str] | None = None, overrides: dict[str, Any] | None = None) 
     from std_srvs.srv import Trigger
 
     from dexh2r_core.config import ConfigError
+    from dexh2r_core.node_runtime import stopping
     from dexh2r_core.paths import config_path
     from dexh2r_core.ros_env import apply_ros_defaults
     from dexh2r_core.testing import import_message_type
@@ -290,6 +291,9 @@ def run(argv: list[str] | None = None, overrides: dict[str, Any] | None = None) 
             rclpy.spin_once(node, timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if not stopping():  # a signal racing a spin is a stop, anything else a crash
+            raise
     finally:
         if core.active:
             try:

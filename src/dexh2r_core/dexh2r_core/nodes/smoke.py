@@ -20,6 +20,8 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from dexh2r_core.node_runtime import stopping
+
 FAIL_EXIT_CODE = 3
 TOPIC = "chatter"
 # Reliable + depth 10: a slow listener still counts every message once matched.
@@ -41,8 +43,8 @@ def _run(node_factory, args: Sequence[str] | None) -> int:
         return 0
     except Exception:
         # SIGINT/SIGTERM shut the context down under us (while the node is being built, or inside
-        # a spin, as an RCLError): that is a requested stop, not a crash.
-        if rclpy.ok():
+        # a spin, as an RCLError or a pybind11 conversion error): a requested stop, not a crash.
+        if not stopping():
             raise
         return 0
     finally:
