@@ -109,6 +109,7 @@ class RunConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     name: str = "motionnet"
+    method: str = "motionnet"  # picks the trainer (TRAINERS); this config class is MotionNet's
     model: MotionNetConfig = field(default_factory=MotionNetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -372,7 +373,55 @@ def evaluate(model: MotionNet, loader, cfg: TrainConfig, device, max_batches: in
     return {"val_loss": float(np.mean(losses)), "val_trans_cm": float(np.mean(trans))}
 
 
+# A config's top-level `method:` picks its trainer (absent: motionnet, this module). Each trainer
+# is `main(argv) -> int` taking the same command line as `dexh2r train`.
+TRAINERS: dict[str, str] = {
+    "motionnet": "dexh2r_policy.train:train_motionnet",
+    "dp": "dexh2r_policy.diffusion.train:main",
+    "dp3": "dexh2r_policy.diffusion.train:main",
+    "grasp_cvae": "dexh2r_policy.grasps.cvae_train:main",
+}
+
+
+def config_method(config: str) -> str:
+    """The `method:` of a policy config file (default motionnet); unknown methods are an error."""
+    from dexh2r_core.config import ConfigError
+    from dexh2r_core.paths import config_path
+
+    try:
+        raw = yaml.safe_load(Path(config_path(config)).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read policy config '{config}': {exc}") from exc
+    method = str(raw.get("method", "motionnet")) if isinstance(raw, dict) else "motionnet"
+    if method not in TRAINERS:
+        raise ConfigError(f"{config}: unknown method '{method}' (known: {', '.join(TRAINERS)})")
+    return method
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`dexh2r train`: dispatch on the config's `method:` to its trainer."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            config = argv[i + 1]
+        elif arg.startswith("--config="):
+            config = arg.partition("=")[2]
+    if config is not None and "--export" not in argv:
+        from dexh2r_core.cli import resolve
+        from dexh2r_core.config import ConfigError
+
+        try:
+            method = config_method(config)
+        except ConfigError as exc:
+            print(f"dexh2r train: {exc}", file=sys.stderr)
+            return 2
+        if method != "motionnet":
+            return int(resolve(TRAINERS[method])(argv) or 0)
+    return train_motionnet(argv)
+
+
+def train_motionnet(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dexh2r train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="config/policy/<name>.yaml (or a path)")
     parser.add_argument(

@@ -158,3 +158,19 @@ def test_export_keeps_the_model_and_drops_the_training_state(data: Path, tmp_pat
         torch.testing.assert_close(value, full["model"][key], rtol=1e-3, atol=1e-3, msg=key)
     assert main(["--export", str(tmp_path / "nope.pt"), str(small)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_train_dispatch_rejects_an_unknown_method(tmp_path, capsys) -> None:
+    from dexh2r_policy.train import main
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("name: x\nmethod: transformer\n")
+    assert main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'transformer'" in err and "motionnet" in err
+
+
+def test_train_dispatch_defaults_to_motionnet() -> None:
+    from dexh2r_policy.train import config_method
+
+    assert config_method("policy/motionnet_small.yaml") == "motionnet"
