@@ -26,6 +26,10 @@ Publishes, every tick (`rate_hz`, default 250, on the node clock so `use_sim_tim
 - `/handover/state` (std_msgs/String, JSON: state, mode, reason, grasp_phase, estop, safety flags),
   on change and at 10 Hz.
 
+Parameter `dry_run` (false): publish the commands on `<arm_topic>/dry_run` and
+`<hand_topic>/dry_run` instead, so recorded input (`dexh2r replay`) can drive the controller with
+no actuator listening; the log line at start-up says so.
+
 Services (std_srvs/Trigger): `/controller/estop` (latched), `/controller/reset` (clears the latch;
 the robot stays still until a new target arrives), `/handover/start`, `/handover/stop`.
 """
@@ -76,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     rate_hz = float(p("rate_hz", 250.0).value)
     arm_topic = p("arm_topic", "/arm_controller/joint_trajectory").value
     hand_topic = p("hand_topic", "/hand_controller/joint_trajectory").value
+    # Dry run (e.g. fed by `dexh2r replay`): the same commands, on `<topic>/dry_run` instead of the
+    # actuator topics, so nothing moves; everything else (state machine, safety) runs as usual.
+    dry_run = bool(p("dry_run", False).value)
+    if dry_run:
+        arm_topic, hand_topic = f"{arm_topic}/dry_run", f"{hand_topic}/dry_run"
     wrist_topic = p("wrist_target_topic", "/policy/hand_target/wrist").value
     fingers_topic = p("finger_target_topic", "/policy/hand_target/fingers").value
     joint_target_topic = p("joint_target_topic", "/controller/joint_target").value
@@ -354,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     node.create_timer(period, tick)
     log.info(
         f"controller for {robot.config.name}: {rate_hz:g} Hz -> {arm_topic}, {hand_topic}; "
-        f"targets on {wrist_topic} + {fingers_topic}"
+        f"targets on {wrist_topic} + {fingers_topic}" + (" (DRY RUN: no actuator topic)" if dry_run else "")
     )
     return spin_until_shutdown(node)
 

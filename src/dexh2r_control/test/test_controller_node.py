@@ -158,3 +158,39 @@ def test_deadman_loss_brakes_and_its_return_needs_a_new_target(node_launcher, ro
     state["pressed"] = True  # back: the latch clears and the fresh targets move the robot again
     resumed = _collect(ros_node, ARM, 1.0, JointTrajectory)
     assert np.max(np.abs(np.array(resumed[-1].points[0].positions) - tail[-1].points[0].positions)) > 1e-3
+
+
+def test_dry_run_publishes_commands_on_dry_run_topics_only(node_launcher, ros_node):
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    from dexh2r_control.ik import ArmIk
+    from dexh2r_core import msgs
+    from dexh2r_core.robot.description import RobotDescription
+    from dexh2r_core.testing import wait_for_messages
+
+    robot = RobotDescription.load("ur5_shadow")
+    home = robot.home()
+    target = ArmIk(robot, robot.config.hand.palm_link).frame_pose(home)
+    target[0, 3] += 0.05
+    proc = node_launcher.start("controller_node", params={"rate_hz": 100.0, "dry_run": True})
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    js_pub = ros_node.create_publisher(JointState, "/joint_states", reliable)
+    wrist_pub = ros_node.create_publisher(PoseStamped, "/policy/hand_target/wrist", reliable)
+
+    def publish():
+        js_pub.publish(msgs.joint_state_msg(robot.joint_names, home))
+        wrist_pub.publish(msgs.pose_stamped_msg(target, 0.0))
+
+    ros_node.create_timer(0.02, publish)
+    wait_for_messages(
+        ros_node, ARM + "/dry_run", JointTrajectory, count=1, timeout=60, processes=[proc], qos=reliable
+    )
+    moving = _collect(ros_node, ARM + "/dry_run", 1.0, JointTrajectory)
+    assert np.max(np.abs(np.array(moving[-1].points[0].positions) - home[:6])) > 0.01, "commands follow"
+    assert _collect(ros_node, HAND + "/dry_run", 0.3, JointTrajectory)
+    # Nothing is offered on the actuator topics.
+    assert ros_node.count_publishers(ARM) == 0 and ros_node.count_publishers(HAND) == 0
+    assert "DRY RUN" in proc.log_text()

@@ -27,6 +27,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "teleop": ("dexh2r_teleop.sim_teleop:main", "teleoperation (--source sim: the whole chain, in the cell)"),
     "record": ("dexh2r_teleop.recorder_node:cli", "record episodes to rosbag2 MCAP (or --recover/--check)"),
     "replay": ("dexh2r_teleop.replay:main", "play a rosbag2 MCAP bag with original timing and /clock"),
+    "dataset": ("dexh2r_teleop.dataset_convert:main", "recorded episodes -> DexH2R layout (convert)"),
     "bench": ("dexh2r_core.bench:main", "benchmarks that write JSON (transport, sim, perception, ...)"),
 }
 

@@ -437,6 +437,9 @@ def train_motionnet(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="overrides run.seed")
     parser.add_argument("--resume", nargs="?", const="last", help="continue from <out>/last.pt or CKPT")
     parser.add_argument("--ignore-data-hash", action="store_true", help="resume although the data changed")
+    parser.add_argument(
+        "--init", metavar="CKPT", help="start from these model weights (fine-tuning; fresh optimiser, step 0)"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -510,6 +513,22 @@ def train_motionnet(argv: list[str] | None = None) -> int:
         return 2
 
     model = MotionNet(cfg.model).to(device)
+    if args.init:  # fine-tuning: weights only (float16 exports too), before the optimiser exists
+        if args.resume:
+            print("dexh2r train: --init and --resume exclude each other", file=sys.stderr)
+            return 2
+        try:
+            init = read_checkpoint(resolve_data_path(args.init))
+        except CheckpointError as exc:
+            print(f"dexh2r train: --init: {exc}", file=sys.stderr)
+            return 2
+        if init.get("model_config") != to_dict(cfg.model):
+            print(f"dexh2r train: --init: {args.init} holds another model config", file=sys.stderr)
+            return 2
+        weights = init["model"]
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+        if d.main:
+            print(f"{cfg.name}: initialised from {args.init} (step {init.get('step')})")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.run.lr, weight_decay=cfg.run.weight_decay)
     step, best = 0, math.inf
     if args.resume:
