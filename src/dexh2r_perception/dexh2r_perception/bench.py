@@ -8,17 +8,20 @@ One command, five parts (each also runnable alone with `--only`):
    truth). ADD-S, rotation error modulo the object's symmetries, track loss (bench_object.py).
 2. **hand**: `HandTracker` (the code `hand_tracker_node` runs) on the Easy and Hard scenarios,
    from 0.5 s before the end of the reach for `--seconds`: wrist and MPJPE errors against the
-   giver's true keypoints (bench_hand.py).
+   giver's true keypoints (bench_hand.py), at `--hand-resolution` (default 640x360: the live
+   cameras' colour mode, `HAND_RESOLUTION`).
 3. **nodes**: `object_tracker_node` and `hand_tracker_node`, each a separate process fed by this
-   process over DDS with 2 cameras at 424x240 and 30 Hz, one after the other: each node's output
-   rate and the latency from the camera stamp to the output's arrival here.
+   process over DDS with 2 cameras at 424x240 and 30 Hz, one after the other, and the hand node
+   again at the hand part's resolution: each node's output rate and the latency from the camera
+   stamp to the output's arrival here (`rate_hz` / `latency_p95_ms`: the slowest run).
 4. **capture**: a librealsense recording of 300 framesets per camera, 2 cameras, played through
    `realsense_node` (real `rs.pipeline` playback): delivered fraction, pixel-exact.
 5. **calibration**: `dexh2r calibrate --sim`: ChArUco views rendered in both cameras, extrinsics
    against the truth.
 
 The camera images carry the optics of a real camera (`CAMERA_OPTICS`: multi-sample
-anti-aliasing and a 1 px Gaussian blur of the colour image); without them MediaPipe's landmarks on
+anti-aliasing and a Gaussian blur of the colour image, 1 px at 424x240, scaled with the width);
+without them MediaPipe's landmarks on
 the cell's pixel-sharp renders are 5-10 mm worse (docs/perception_hand.md).
 
 The top-level keys are the issue's acceptance figures: `object_add_s_mm_median`,
@@ -42,6 +45,17 @@ from pathlib import Path
 from typing import Any
 
 CAMERA_OPTICS: dict[str, Any] = {"antialias": True, "rgb_blur_px": 1.0}
+# The hand part runs at the live cameras' colour resolution (config/perception/realsense.yaml:
+# 640x480; in the cell's 16:9 field of view 640x360, i.e. no more pixels on the hand than the
+# live mode gives): MediaPipe needs pixels on a hand 1.1 m away (at 424x240 it is ~35 px wide,
+# and its landmarks are 28-31 mm off, docs/perception_hand.md).
+HAND_RESOLUTION = (640, 360)
+
+
+def camera_optics(width: int) -> dict[str, Any]:
+    """CAMERA_OPTICS at `width`: the blur is the same angle on the scene at every resolution."""
+    return {**CAMERA_OPTICS, "rgb_blur_px": CAMERA_OPTICS["rgb_blur_px"] * width / 424}
+
 
 # figure -> (target, "<=" or ">=")
 TARGETS: dict[str, tuple[float, str]] = {
@@ -66,7 +80,12 @@ def run_object(seconds: float, width: int, height: int) -> dict[str, Any]:
     from dexh2r_perception.bench_object import evaluate_object_tracking
 
     return evaluate_object_tracking(
-        "scenarios/hard.yaml", seconds, width, height, hand_keypoints="tracker", cell_options=CAMERA_OPTICS
+        "scenarios/hard.yaml",
+        seconds,
+        width,
+        height,
+        hand_keypoints="tracker",
+        cell_options=camera_optics(width),
     )
 
 
@@ -75,24 +94,33 @@ def run_hand(seconds: float, width: int, height: int) -> dict[str, Any]:
 
     return {
         name: evaluate_hand_tracking(
-            f"scenarios/{name}.yaml", seconds, width, height, cell_options=CAMERA_OPTICS
+            f"scenarios/{name}.yaml", seconds, width, height, cell_options=camera_optics(width)
         )
         for name in ("easy", "hard")
     }
 
 
-def run_nodes(width: int, height: int, seconds: float = 10.0) -> dict[str, Any]:
+def run_nodes(
+    width: int, height: int, seconds: float = 10.0, hand_resolution: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """Both nodes at width x height; the hand node also at `hand_resolution` (its deployed mode)."""
     from dexh2r_perception.bench_hand import evaluate_hand_node_latency
     from dexh2r_perception.bench_object import evaluate_node_latency
 
-    return {
+    out = {
         "object_tracker_node": evaluate_node_latency(
-            seconds=seconds, width=width, height=height, cell_options=CAMERA_OPTICS
+            seconds=seconds, width=width, height=height, cell_options=camera_optics(width)
         ),
         "hand_tracker_node": evaluate_hand_node_latency(
-            seconds=seconds, width=width, height=height, cell_options=CAMERA_OPTICS
+            seconds=seconds, width=width, height=height, cell_options=camera_optics(width)
         ),
     }
+    if hand_resolution is not None and tuple(hand_resolution) != (width, height):
+        hw, hh = hand_resolution
+        out[f"hand_tracker_node_{hw}x{hh}"] = evaluate_hand_node_latency(
+            seconds=seconds, width=hw, height=hh, cell_options=camera_optics(hw)
+        )
+    return out
 
 
 def run_capture(n_frames: int = 300) -> dict[str, Any]:
@@ -175,8 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run")
     parser.add_argument("--width", type=int, default=424)
     parser.add_argument("--height", type=int, default=240)
+    parser.add_argument(
+        "--hand-resolution",
+        default=f"{HAND_RESOLUTION[0]}x{HAND_RESOLUTION[1]}",
+        help="WxH of the hand part (and an extra hand node run); default: the live colour mode's",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
+    try:
+        hand_res = tuple(int(v) for v in args.hand_resolution.lower().split("x"))
+        if len(hand_res) != 2 or min(hand_res) <= 0:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--hand-resolution expects WxH (e.g. 640x360), got '{args.hand_resolution}'")
     os.environ.setdefault("MUJOCO_GL", "egl")
     t0 = time.perf_counter()
     parts: dict[str, Any] = {}
@@ -189,9 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         if part == "object":
             parts[part] = run_object(args.seconds, args.width, args.height)
         elif part == "hand":
-            parts[part] = run_hand(args.seconds, args.width, args.height)
+            parts[part] = run_hand(args.seconds, *hand_res)
         elif part == "nodes":
-            parts[part] = run_nodes(args.width, args.height, args.node_seconds)
+            parts[part] = run_nodes(args.width, args.height, args.node_seconds, hand_res)
         elif part == "capture":
             parts[part] = run_capture()
         else:
@@ -208,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         "node_seconds": args.node_seconds,
         "width": args.width,
         "height": args.height,
-        "camera_optics": CAMERA_OPTICS,
+        "hand_resolution": list(hand_res),
+        "camera_optics": camera_optics(args.width),
+        "hand_camera_optics": camera_optics(hand_res[0]),
         "parts": list(parts),
     }
     report["wall_s"] = {**timings, "total": round(time.perf_counter() - t0, 1)}

@@ -68,3 +68,25 @@ def test_a_slow_node_or_a_missing_part_fails():
     assert bench.summarize(parts)["latency_p95_ms"] is None and not bench.summarize(parts)["pass"]
     del parts["calibration"]
     assert not bench.summarize(parts)["pass"], "a part that did not run cannot pass"
+
+
+def test_the_hand_node_at_its_deployed_resolution_counts_toward_rate_and_latency():
+    parts = _parts()
+    parts["nodes"]["hand_tracker_node_640x360"] = {"node_output_rate_hz": 27.0, "node_latency_ms_p95": 33.0}
+    out = bench.summarize(parts)
+    assert out["rate_hz"] == 27.0 and out["latency_p95_ms"] == 33.0
+    assert out["hand_tracker_node_640x360_latency_p95_ms"] == 33.0
+    assert not out["checks"]["latency_p95_ms"]["ok"] and not out["pass"]
+
+
+def test_camera_optics_blur_is_the_same_angle_at_every_resolution():
+    assert bench.camera_optics(424)["rgb_blur_px"] == pytest.approx(1.0)
+    assert bench.camera_optics(848)["rgb_blur_px"] == pytest.approx(2.0)
+    assert bench.camera_optics(640)["antialias"] is True
+
+
+def test_a_bad_hand_resolution_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--json", str(tmp_path / "x.json"), "--only", "calibration", "--hand-resolution", "640"])
+    assert exc.value.code == 2
+    assert "--hand-resolution expects WxH" in capsys.readouterr().err
