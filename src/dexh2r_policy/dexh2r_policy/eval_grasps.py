@@ -2,6 +2,8 @@
 generator on held-out objects.
 
     dexh2r eval grasps --json runs/grasps.json [--objects test] [--limit 5] [--grasps 25]
+    dexh2r eval grasps --generator cvae --checkpoint checkpoints/grasp_cvae_small.pt --grasps 500 \
+        --json runs/grasps/cvae.json
 
 For every object, the generator proposes `--grasps` grasps (object frame); each goes through the
 stability test (`dexh2r_policy.grasps.stability`) and the penetration measure. Metrics (means over
@@ -13,8 +15,10 @@ all grasps of all objects, as the paper's table):
 - `diversity`: DexGraspNet's measure, the std of each finger joint angle (rad) over the succ6
   grasps of an object, averaged over joints, then over objects (None where fewer than 2).
 
-Generators: `pool` (the geometric pool synthesis); the grasp CVAE plugs in through
-`GENERATORS` / `evaluate_generator`, any object with `name` and `generate(obj, n)`.
+Generators (`GENERATORS`, factories `(robot, checkpoint=None, seed=0)`; any object with `name`
+and `generate(obj, n)` works with `evaluate_generator`): `pool` (the geometric pool synthesis
+with physics closure) and `cvae` (`grasps.cvae`: `sample_pool` of the checkpoint on the object's
+library surface samples, n grasps spread over the 25 x 20 rotation grid, untested until here).
 """
 
 from __future__ import annotations
@@ -28,14 +32,23 @@ from pathlib import Path
 import numpy as np
 
 
-def _pool_generator(robot):
+def _pool_generator(robot, checkpoint=None, seed=0):
     from dexh2r_policy.grasps.pool import PoolGenerator
 
     return PoolGenerator(robot)
 
 
-# name -> factory(robot) -> GraspGenerator
-GENERATORS = {"pool": _pool_generator}
+def _cvae_generator(robot, checkpoint=None, seed=0):
+    from dexh2r_policy.grasps.cvae import DEFAULT_CHECKPOINT, CVAEGenerator, load_cvae
+
+    model, _ = load_cvae(checkpoint or DEFAULT_CHECKPOINT)
+    if model.config.robot != robot.config.name:
+        raise ValueError(f"the CVAE checkpoint is for robot {model.config.robot}, not {robot.config.name}")
+    return CVAEGenerator(model, seed=seed)
+
+
+# name -> factory(robot, checkpoint=None, seed=0) -> GraspGenerator
+GENERATORS = {"pool": _pool_generator, "cvae": _cvae_generator}
 
 
 def evaluate_generator(generator, robot, objects: list, n: int, progress=None) -> dict:
@@ -48,16 +61,9 @@ def evaluate_generator(generator, robot, objects: list, n: int, progress=None) -
         t0 = time.perf_counter()
         T, q = generator.generate(obj, n)
         res = evaluate_grasps(robot, obj, T, q)
-        succ6 = res["stable"].all(axis=1)
-        div = float(np.std(q[succ6], axis=0).mean()) if succ6.sum() >= 2 else None
         rows.append(
             {
-                "object_id": obj.id,
-                "grasps": len(T),
-                "succ6": float(succ6.mean()),
-                "succ1": float(res["stable"].any(axis=1).mean()),
-                "pen_depth_mm": float(res["pen_depth"].mean() * 1000.0),
-                "diversity": div,
+                **object_row(obj.id, q, res["stable"], res["pen_depth"]),
                 "seconds_per_grasp": (time.perf_counter() - t0) / max(len(T), 1),
             }
         )
@@ -65,12 +71,42 @@ def evaluate_generator(generator, robot, objects: list, n: int, progress=None) -
         pen_all.append(res["pen_depth"])
         if progress is not None:
             progress(1)
+    return {"generator": generator.name, **summarise(rows, stable_all, pen_all)}
+
+
+def object_row(object_id: str, finger_q: np.ndarray, stable: np.ndarray, pen_depth: np.ndarray) -> dict:
+    """One object's metrics from its grasps' joints [n, 22], test results [n, 6] and depths [n] (m)."""
+    succ6 = stable.all(axis=1)
+    return {
+        "object_id": object_id,
+        "grasps": len(stable),
+        "succ6": float(succ6.mean()) if len(stable) else 0.0,
+        "succ1": float(stable.any(axis=1).mean()) if len(stable) else 0.0,
+        "pen_depth_mm": float(pen_depth.mean() * 1000.0) if len(stable) else 0.0,
+        "diversity": float(np.std(finger_q[succ6], axis=0).mean()) if succ6.sum() >= 2 else None,
+    }
+
+
+def pool_file_metrics(pools: list) -> dict:
+    """The same table from tested `GraspPool`s (e.g. `datagen grasps` output): `--generator pool`
+    with `--grasps` = the pools' size tests exactly these grasps (the synthesis is deterministic)."""
+    rows = [
+        {**object_row(p.object_id, p.finger_q, p.stable, p.pen_depth), "seconds_per_grasp": 0.0}
+        for p in pools
+    ]
+    return {
+        "generator": "pool (files)",
+        **summarise(rows, [p.stable for p in pools], [p.pen_depth for p in pools]),
+    }
+
+
+def summarise(rows: list[dict], stable_all: list, pen_all: list) -> dict:
+    """Totals over all grasps of all objects (diversity: mean over objects), rows kept."""
     stable = np.concatenate(stable_all) if stable_all else np.zeros((0, 6), bool)
     pen = np.concatenate(pen_all) if pen_all else np.zeros(0)
     s6 = stable.all(axis=1)
     divs = [r["diversity"] for r in rows if r["diversity"] is not None]
     return {
-        "generator": generator.name,
         "objects": len(rows),
         "grasps": len(stable),
         "succ6": float(s6.mean()) if len(s6) else 0.0,
@@ -91,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most this many objects")
     parser.add_argument("--grasps", type=int, default=25, help="per object (the paper tests 25)")
     parser.add_argument("--robot", default="ur5_shadow")
+    parser.add_argument("--checkpoint", help="cvae: the model file (default checkpoints/grasp_cvae_small.pt)")
+    parser.add_argument("--seed", type=int, default=0, help="cvae: latent sampling seed")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.grasps < 1:
         print("dexh2r eval grasps: --grasps must be >= 1", file=sys.stderr)
@@ -113,10 +151,18 @@ def main(argv: list[str] | None = None) -> int:
         print("dexh2r eval grasps: no objects selected", file=sys.stderr)
         return 2
     robot = RobotDescription.load(args.robot)
-    generator = GENERATORS[args.generator](robot)
+    from dexh2r_policy.motionnet import CheckpointError
+
+    try:
+        generator = GENERATORS[args.generator](robot, checkpoint=args.checkpoint, seed=args.seed)
+    except (CheckpointError, ValueError) as exc:
+        print(f"dexh2r eval grasps: {exc}", file=sys.stderr)
+        return 2
     with tqdm(total=len(ids), desc=f"eval grasps ({args.generator})", unit="obj", disable=None) as bar:
         result = evaluate_generator(generator, robot, [library.get(i) for i in ids], args.grasps, bar.update)
     result.update({"object_selection": args.objects, "grasps_per_object": args.grasps, "robot": args.robot})
+    if args.generator == "cvae":
+        result.update({"checkpoint": args.checkpoint or "checkpoints/grasp_cvae_small.pt", "seed": args.seed})
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
