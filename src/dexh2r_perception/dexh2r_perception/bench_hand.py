@@ -2,7 +2,10 @@
 
 `evaluate_hand_tracking(scenarios, seconds)` runs each scenario in the cell in-process with the
 robot idle at home, renders every camera at 30 Hz of simulated time from `lead_in_s` before the
-end of the giver's reach until `seconds` after it (the offer; Hard scenarios keep moving), feeds
+end of the giver's reach until `seconds` after it or until the giver gives up (the scenario's
+`release.timeout_s`: with the robot idle nobody takes the object, and from then on the giver
+withdraws its hand out of the workspace; that is not a handover), i.e. the offer phase (Hard
+scenarios keep moving), feeds
 the frames to `HandTracker` exactly as `hand_tracker_node` does and compares with
 `cell.giver_keypoints()` and `cell.giver.wrist_pose(cell.data)` at the same instant (the
 One-Euro filter's lag therefore counts as error).
@@ -83,11 +86,13 @@ def evaluate_hand_tracking(
     camera_hz: float = 30.0,
     keep_frames: bool = False,
     cell_options: dict[str, Any] | None = None,
+    offer_phase_only: bool = True,
 ) -> dict[str, Any]:
     """Run the hand tracker on each scenario; metrics as in the module doc.
 
     `scenarios`: a scenario file (path, or relative to config/) or Scenario objects. `cameras`:
-    the calibrated cameras to use (default all). `keep_frames` adds the per-frame rows to each
+    the calibrated cameras to use (default all). `offer_phase_only=False` keeps going after the
+    giver gives up (`seconds` after the reach whatever happens). `keep_frames` adds the per-frame rows to each
     scenario's summary; `cell_options`: extra `CellConfig` fields (e.g. the camera optics).
     Returns {"scenarios": [...], "hand_*": aggregates, "settings", "targets",
     "pass"}.
@@ -118,9 +123,14 @@ def evaluate_hand_tracking(
             index = {c.name: i for i, c in enumerate(cell.calibration.cameras)}
             reach_end = cell.giver.trajectory.reach_end_s
             t0 = max(0.0, reach_end - lead_in_s)
+            t_end = (
+                min(reach_end + seconds, scenario.release.timeout_s)
+                if offer_phase_only
+                else reach_end + seconds
+            )
             rows: list[dict[str, Any]] = []
             try:
-                for k in range(round((seconds + reach_end - t0) * camera_hz) + 1):
+                for k in range(round((t_end - t0) * camera_hz) + 1):
                     cell.step_until(t0 + k / camera_hz)
                     frames = cell.render()
                     inputs = {n: (frames[index[n]].rgb, frames[index[n]].depth_mm) for n in names}
@@ -203,6 +213,7 @@ def evaluate_hand_tracking(
         "settings": {
             "seconds": seconds,
             "lead_in_s": lead_in_s,
+            "offer_phase_only": offer_phase_only,
             "width": width,
             "height": height,
             "camera_hz": camera_hz,

@@ -90,3 +90,19 @@ def test_a_bad_hand_resolution_is_a_usage_error(tmp_path, capsys):
         bench.main(["--json", str(tmp_path / "x.json"), "--only", "calibration", "--hand-resolution", "640"])
     assert exc.value.code == 2
     assert "--hand-resolution expects WxH" in capsys.readouterr().err
+
+
+def test_the_hand_part_scores_the_offer_phase_until_the_giver_gives_up():
+    """Frames after the release timeout (the giver withdraws: no handover) are not scored."""
+    from dataclasses import replace
+
+    from dexh2r_core.paths import config_path
+    from dexh2r_perception.bench_hand import evaluate_hand_tracking
+    from dexh2r_sim.scenario import load_scenarios
+
+    scenario = load_scenarios(config_path("scenarios/easy.yaml"))[0]
+    reach_end = scenario.trajectory().reach_end_s
+    short = replace(scenario, release=replace(scenario.release, timeout_s=reach_end + 0.2))
+    out = evaluate_hand_tracking([short], seconds=5.0, lead_in_s=0.1)
+    assert out["hand_frames"] == round(0.3 * 30) + 1
+    assert out["settings"]["offer_phase_only"] is True

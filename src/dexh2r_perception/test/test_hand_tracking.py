@@ -327,3 +327,84 @@ def test_node_without_calibration_exits_with_an_error(node_launcher, tmp_path):
     )
     assert node.popen.wait(timeout=60) == 2
     assert "calibration file not found" in node.log_text() and "no_such_calibration.yaml" in node.log_text()
+
+
+# ---- single-view frames: the remembered shape ----------------------------------------------------
+def _camera_view(cam, intrinsics, points: np.ndarray, depth_bias: np.ndarray | None = None):
+    """A camera's observation of `points`: exact pixels, depths along the rays (+ bias)."""
+    from dexh2r_perception.hand_tracking import project
+
+    uv, _ = project(cam.T, intrinsics.K, points)
+    obs = _observation(cam.name, cam.T[:3, 3].copy(), points, depth_bias)
+    obs.detection = Detection2D(cam.name, uv, np.zeros((NUM_LANDMARKS, 3)), "", 0.0, (0, 0, 1))
+    return obs
+
+
+def _sim_cameras():
+    from dexh2r_core.calibration import load_calibration
+
+    calibration = load_calibration(config_path("calibration/sim_two_cameras.yaml"))
+    return calibration, calibration.cameras
+
+
+def test_rigid_fit_recovers_a_pose_and_ignores_nan_rows():
+    from dexh2r_perception.hand_tracking import rigid_fit
+
+    src = hand_keypoints_from_angles(CURLED)
+    T = _random_pose(3)
+    dst = _posed(src, T)
+    dst[4] = np.nan
+    R, t = rigid_fit(src, dst)
+    assert np.allclose(R, T[:3, :3], atol=1e-9) and np.allclose(t, T[:3, 3], atol=1e-9)
+    with pytest.raises(ValueError, match="fewer than 3"):
+        rigid_fit(src[:2], dst[:2])
+
+
+def test_a_remembered_shape_is_posed_to_one_view_despite_bad_depths():
+    from dexh2r_perception.hand_tracking import pose_shape_to_view
+
+    _, (cam, _) = _sim_cameras()
+    shape = hand_keypoints_from_angles(CURLED)  # remembered, in some other pose
+    T = _random_pose(5)
+    T[:3, 3] = [0.62, 0.0, 0.35]  # where the giver offers
+    truth = _posed(shape, T)
+    bias = np.zeros(NUM_LANDMARKS)
+    bias[[8, 12, 16]] = -0.06  # three fingertips' depths land on the held object in front
+    obs = _camera_view(cam, cam.intrinsics, truth, bias)
+    posed, residual_px = pose_shape_to_view(shape, obs, cam.intrinsics, cam.T, HandTrackerConfig())
+    assert np.max(np.linalg.norm(posed - truth, axis=1)) < 2e-3
+    assert residual_px < 0.1
+    direct = fuse_observations([obs], HandTrackerConfig())
+    assert np.linalg.norm(direct.points[12] - truth[12]) > 0.04, "the single view alone is misled"
+
+
+def test_tracker_uses_the_multi_view_shape_when_one_camera_loses_the_hand():
+    calibration, (cam0, cam1) = _sim_cameras()
+    tracker = HandTracker(calibration, model_factory=lambda: None)
+    T = _random_pose(7)
+    T[:3, 3] = [0.62, 0.0, 0.35]
+    truth = _posed(hand_keypoints_from_angles(CURLED), T)
+    views = [_camera_view(c, c.intrinsics, truth) for c in (cam0, cam1)]
+    intr = {c.name: c.intrinsics for c in (cam0, cam1)}
+    both = fuse_observations(views, tracker.config)
+    assert not tracker._apply_shape_memory(0.0, both, views, intr), "a multi-view frame is only remembered"
+    # The hand moves 5 cm; camera_1 loses it, camera_0's fingertip depths hit the held object.
+    moved = truth + [0.0, 0.05, 0.0]
+    bias = np.zeros(NUM_LANDMARKS)
+    bias[[4, 8, 12, 16, 20]] = -0.05
+    single_view = [_camera_view(cam0, cam0.intrinsics, moved, bias)]
+    single = fuse_observations(single_view, tracker.config)
+    direct_error = np.linalg.norm(single.points - moved, axis=1).mean()
+    assert tracker._apply_shape_memory(0.5, single, single_view, intr)
+    assert np.linalg.norm(single.points - moved, axis=1).max() < 3e-3 < direct_error
+    # Too old a shape (another grasp by now) is not used; nor when the option is off.
+    stale = fuse_observations(single_view, tracker.config)
+    assert not tracker._apply_shape_memory(0.5 + tracker.config.shape_memory_max_age_s + 1, stale, single_view, intr)
+    off = HandTracker(calibration, config_with_memory(False), model_factory=lambda: None)
+    assert not off.config.shape_memory
+
+
+def config_with_memory(enabled: bool) -> HandTrackerConfig:
+    from dexh2r_perception.hand_tracking import config_with
+
+    return config_with(HandTrackerConfig(), shape_memory=enabled)
