@@ -22,6 +22,12 @@ Each tick (250 Hz by default):
 4. **SafetyFilter** (`safety.py`): limits, workspace, separation, watchdog, e-stop. The
    interpolator starts every tick from the filter's output, so the two never diverge.
 
+A new hand target's IK is seeded with the current command (`ik_seed_from_command`), so it stays
+on the arm's present branch. With measured joints (`set_measured`), the arm goal the interpolator
+brakes toward is kept within `max_following_error_rad` of them: a robot slower than the
+description's velocity limits (the sim's UR5 wrists: ~0.35 rad/s against 3.2) is waited for
+instead of being run away from (in the closed loop the command was 1.3 rad ahead of the robot).
+
 Direct joint targets (`set_joint_target`, e.g. teleop or a retreat/place configuration) bypass
 IK and go through steps 2-4. Invalid targets raise `InvalidTargetError` and are not stored (the
 previous target stays; if none arrives the watchdog brings the robot to a hold).
@@ -62,6 +68,14 @@ class ControllerConfig:
     hand_jerk_limit: float = 600.0  # rad/s^3 (a_max 20 reached in 33 ms)
     clamp_target_to_workspace: bool = True
     goal_tolerance_rad: float = 2e-3  # `at_goal` when every joint is this close and slow
+    # A new hand target's IK starts from the current command (the nearest solution on the arm's
+    # present branch), not from the previous target's solution, which may have run ahead of it.
+    ik_seed_from_command: bool = True
+    # Following-error bound: with measured joints (`set_measured`, newer than
+    # `measured_max_age_s`), the arm command stays within this of them, so a robot slower than
+    # the description's velocity limits is waited for instead of being run away from (0: off).
+    max_following_error_rad: float = 0.15
+    measured_max_age_s: float = 0.1
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
@@ -69,6 +83,8 @@ class ControllerConfig:
             raise ValueError("rate_hz must be > 0")
         if self.ik_iterations < 1:
             raise ValueError("ik_iterations must be >= 1")
+        if self.max_following_error_rad < 0:
+            raise ValueError("max_following_error_rad must be >= 0")
 
 
 @dataclass
@@ -113,6 +129,8 @@ class ArmHandController:
         self._joint_goal: np.ndarray | None = None
         self._q_ik: np.ndarray | None = None  # warm start: last IK solution (arm)
         self._ik_done = False
+        self._measured: np.ndarray | None = None
+        self._measured_stamp = -np.inf
         self._last_now: float | None = None
         self.state = ControllerState(None, False, float("nan"), 0, 0.0, -np.inf)
 
@@ -160,6 +178,8 @@ class ArmHandController:
         self._hand_target = HandTarget(float(target.stamp), T, hand)
         self._joint_goal = None
         self._ik_done = False
+        if self.config.ik_seed_from_command:
+            self._q_ik = self.safety.q[: self.n_arm].copy()
         self.state.target_stamp = float(target.stamp)
 
     def set_joint_target(self, q: np.ndarray, stamp: float) -> None:
@@ -177,6 +197,11 @@ class ArmHandController:
 
     def set_keypoints(self, keypoints: np.ndarray, stamp: float) -> None:
         self.safety.set_keypoints(keypoints, stamp)
+
+    def set_measured(self, q_measured: np.ndarray, stamp: float) -> None:
+        """The measured joint positions (all joints) at `stamp`: bounds the following error."""
+        self._measured = check_vector(q_measured, self.n, "measured joint position").copy()
+        self._measured_stamp = float(stamp)
 
     def set_grasp_phase(self, active: bool) -> None:
         self.safety.grasp_phase = bool(active)
@@ -257,6 +282,16 @@ class ArmHandController:
             goal = self.safety.q
         self.state.goal = goal
         scale, _ = self.safety.speed_scale(self.safety.q, now)
+        e = self.config.max_following_error_rad
+        if (
+            e > 0
+            and self._measured is not None
+            and now - self._measured_stamp <= self.config.measured_max_age_s
+        ):
+            # The goal the interpolator brakes toward, not its output: no overshoot at the bound.
+            m = self._measured[: self.n_arm]
+            goal = goal.copy()
+            goal[: self.n_arm] = np.clip(goal[: self.n_arm], m - e, m + e)
         q_des = self._interpolate(goal, dt, scale)
         return self.safety.step(q_des, now, dt, self.state.target_stamp)
 

@@ -35,7 +35,9 @@ Details:
 The output tells the controller what to do: `mode` ("hold": keep still; "track": follow the
 policy's hand targets; "retreat": move the hand back/up; "place": go to the place configuration;
 "manual": idle, targets pass through, e.g. teleop) and `grasp_phase` (the safety filter allows
-the hand near the giver's hand instead of a protective stop: align, close, confirm_hold, retreat).
+the hand near the giver's hand instead of a protective stop: align, close, confirm_hold, retreat,
+and approach once the palm is within `grasp_zone_m` of a fresh object: the object is in the
+giver's fingers, so without it the protective stop would freeze every approach short of align).
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ class HandoverConfig:
     offer_distance_m: float = 0.15  # giver's hand keypoints to object: the object is being offered
     align_distance_m: float = 0.10  # robot palm to object: approach -> align
     realign_distance_m: float = 0.18  # robot palm to object in align/close: object pulled away
+    # Approach within this of the object is the grasp phase for the safety filter too: the object
+    # sits in the giver's fingers, so the palm passes the protective stop distance (0.10 m from
+    # any keypoint) before it gets within align_distance_m of the object (0: off).
+    grasp_zone_m: float = 0.25
     object_max_age_s: float = 0.3  # older: hold still
     object_lost_s: float = 1.0  # older: abort
 
@@ -148,6 +154,7 @@ class HandoverStateMachine:
         self.reason = ""
         self.history: list[tuple[float, State, str]] = []
         self._object_stale = False
+        self._hand_to_object_m = float("inf")
 
     # ---- commands ------------------------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -174,6 +181,7 @@ class HandoverStateMachine:
         fresh = obs.object_valid and obs.object_age_s <= cfg.object_max_age_s
         lost = not obs.object_valid or obs.object_age_s > cfg.object_lost_s
         self._object_stale = not fresh
+        self._hand_to_object_m = obs.robot_hand_to_object_m if fresh else float("inf")
         if s in (State.IDLE, State.HOLD):
             return self.output()
         if obs.estop:
@@ -220,7 +228,10 @@ class HandoverStateMachine:
         mode = _MODES[self.state]
         if self.state in (State.APPROACH, State.ALIGN, State.CLOSE) and self._object_stale:
             mode = "hold"  # the object pose is stale but not lost yet: wait for it
-        return Output(self.state, mode, self.state in GRASP_PHASE, self.reason, self.aborting)
+        grasp = self.state in GRASP_PHASE or (
+            self.state == State.APPROACH and self._hand_to_object_m <= self.config.grasp_zone_m
+        )
+        return Output(self.state, mode, grasp, self.reason, self.aborting)
 
     def _go(self, state: State, now: float, reason: str) -> None:
         self.state = state

@@ -176,3 +176,20 @@ def test_stop_from_any_state_and_config_checks():
         HandoverConfig(timeouts_s={"aproach": 1.0})
     with pytest.raises(ValueError, match="realign"):
         replace(HandoverConfig(), realign_distance_m=0.05)
+
+
+def test_approach_near_the_offered_object_is_the_grasp_phase():
+    """The object sits in the giver's fingers: the palm passes the safety filter's protective
+    stop distance (10 cm from any keypoint) before it is within align_distance_m (10 cm) of the
+    object. Without the grasp zone the approach deadlocks in a protective stop (closed loop)."""
+    sm = HandoverStateMachine()
+    t = to_state(sm, State.APPROACH)
+    far = advance(sm, t + 0.1, **{**OFFER, "robot_hand_to_object_m": 0.40})
+    near = advance(sm, t + 0.2, **{**OFFER, "robot_hand_to_object_m": 0.20})
+    assert (far.state, far.grasp_phase) == (State.APPROACH, False)
+    assert (near.state, near.grasp_phase) == (State.APPROACH, True)
+    stale = advance(sm, t + 0.3, **{**OFFER, "robot_hand_to_object_m": 0.20, "object_age_s": 0.5})
+    assert not stale.grasp_phase  # no fresh object: no grasp phase
+    off = HandoverStateMachine(replace(HandoverConfig(), grasp_zone_m=0.0))
+    t = to_state(off, State.APPROACH)
+    assert not advance(off, t + 0.1, **{**OFFER, "robot_hand_to_object_m": 0.20}).grasp_phase

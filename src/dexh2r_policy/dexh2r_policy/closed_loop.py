@@ -9,9 +9,16 @@ Per episode, on the cell's clock (the same code the nodes run, without DDS):
   tracked object (MotionNet re-planning, goal alignment, close and lift) -> a palm target + finger
   joints (the hand-root target times the fixed root -> palm transform); a lost or stale object
   produces no target (the controller holds, then its watchdog stops it);
-- every control tick (100 Hz): `ArmHandController` (IK, smoothing, the safety filter) -> the
-  cell's JTC-style arm and hand followers; measured compute time can be applied as actuation
-  delay (`CellConfig.actuation_delay_s`).
+- every control tick (3 per camera frame, 90 Hz): `ArmHandController` (IK, smoothing, the safety
+  filter, the following-error bound on the measured joints) -> the cell's JTC-style arm and hand
+  followers; measured compute time can be applied as actuation delay
+  (`CellConfig.actuation_delay_s`). The safety filter's grasp phase: the policy's align / close /
+  lift, and its approach once the palm is within `grasp_zone_m` of the object (`grasp_phase`).
+
+DynamicGrasp runs with `align_style="pregrasp"` (committed goal ranked by the arm's joint travel
+time, open-hand pre-grasp, straight in, close) unless `--align paper`. Diagnostics:
+`--perception truth` (the true object pose and keypoints instead of the cameras) and
+`--pools expert` (the privileged scripted expert's pinch as the only goal). docs/closed_loop.md.
 
 The cell decides the outcome (success / hit-human / drop / timeout / safety-stop) from contacts
 and the giver's weld force; time-to-handover is release time minus the end of the reach. Results:
@@ -35,10 +42,74 @@ CAMERA_HZ = 30.0
 CONTROL_HZ = 100.0
 POLICY_HZ = 10.0  # the rate the committed checkpoint's episodes were recorded at
 GRASP_PHASES = ("align", "close", "lift", "done")
+GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 
 
-def run_episode(cell: Any, scenario: Any, policy: Any, robot: Any, *, stale_after_s: float = 0.3) -> dict:
-    """One handover through perception, DynamicGrasp and the controller; returns its record."""
+def grasp_phase(phase: str, palm_to_object_m: float, grasp_zone_m: float) -> bool:
+    """The safety filter's grasp phase: the policy aligns / closes / lifts, or it approaches the
+    offered object and the palm is within `grasp_zone_m` of it (see docs/closed_loop.md)."""
+    return phase in GRASP_PHASES or (phase == "approach" and palm_to_object_m <= grasp_zone_m)
+
+
+def arm_reach_cost(robot: Any, T_root_palm: np.ndarray, measured: list, speeds: np.ndarray):
+    """DynamicGrasp.reach_cost for the arm: the time (s) its slowest joint needs to reach each
+    hand-root pose from the measured joints `measured[0]` (IK with the hand joints at 0, as the
+    targets have them; `speeds` rad/s per arm joint); inf where the IK fails."""
+    from dexh2r_control.ik import ArmIk, IkConfig
+
+    ik = ArmIk(robot, robot.config.hand.palm_link, IkConfig(max_iterations=60))
+    n = robot.n_arm
+
+    def cost(T_world_hand: np.ndarray) -> np.ndarray:
+        q = np.asarray(measured[0], dtype=float).copy()
+        q[n:] = 0.0
+        out = np.full(len(T_world_hand), np.inf)
+        for i, T in enumerate(T_world_hand):
+            r = ik.solve(T @ T_root_palm, q)
+            if r.success:
+                out[i] = float(np.max(np.abs(r.q_arm - q[:n]) / speeds))
+        return out
+
+    return cost
+
+
+def expert_grasp_pool(cell: Any, scenario: Any) -> Any:
+    """A one-grasp pool: the privileged scripted expert's pinch (`dexh2r_sim.scripted`, planned
+    on the true object and giver at the end of the giver's reach, as the expert does), in the
+    object frame. A diagnostic: DynamicGrasp and the controller with a grasp that clears the
+    giver, to tell the grasp choice from the loop. Leaves the cell reset to the episode start."""
+    from dexh2r_policy.dynamic_grasp import ObjectGraspPool
+    from dexh2r_policy.episodes import root_to_palm_at_zero
+    from dexh2r_policy.grasps.stability import finger_joint_names
+    from dexh2r_sim.scripted import ScriptedHandover
+
+    robot = cell.robot
+    cell.load_scenario(scenario)
+    expert = ScriptedHandover(cell)
+    cell.step_until(cell.giver.trajectory.reach_end_s - expert.config.lead_s)
+    grasp = expert._plan_grasp()
+    T_obj_root = grasp.T_obj_palm @ np.linalg.inv(root_to_palm_at_zero(robot))
+    fingers = [robot.hand_joint_names.index(n) for n in finger_joint_names(robot)]
+    cell.reset()
+    return ObjectGraspPool(T_obj_root[None], grasp.q_contact[fingers][None], f"expert:{scenario.name}")
+
+
+def run_episode(
+    cell: Any,
+    scenario: Any,
+    policy: Any,
+    robot: Any,
+    *,
+    stale_after_s: float = 0.3,
+    perception: str = "cameras",
+    grasp_zone_m: float = GRASP_ZONE_M,
+    reach_speeds: Any = None,
+) -> dict:
+    """One handover through perception, DynamicGrasp and the controller; returns its record.
+
+    perception: "cameras" (rendered RGB-D -> trackers) or "truth" (the cell's true object pose with
+    the object model's surface points and the true giver keypoints: a diagnostic that takes
+    perception out of the loop)."""
     from dexh2r_control.controller import (
         ArmHandController,
         ControllerConfig,
@@ -53,7 +124,7 @@ def run_episode(cell: Any, scenario: Any, policy: Any, robot: Any, *, stale_afte
 
     cell.load_scenario(scenario)
     policy.reset()
-    hand_tracker = HandTracker(cell.calibration)
+    hand_tracker = HandTracker(cell.calibration) if perception == "cameras" else None
     model = ObjectModel.from_sim_object(cell.sim_object, n=TrackerConfig().model_points, seed=0)
     tracker = ObjectTrackingPipeline(cell.calibration, TrackerConfig(), robot=robot, model=model)
     controller = ArmHandController(robot, ControllerConfig(rate_hz=CONTROL_HZ))
@@ -62,6 +133,9 @@ def run_episode(cell: Any, scenario: Any, policy: Any, robot: Any, *, stale_afte
     T_root_palm = root_to_palm_at_zero(robot)
     T_palm_root = np.linalg.inv(T_root_palm)
     fingers = [robot.hand_joint_names.index(n) for n in finger_joint_names(robot)]
+    measured = [np.asarray(q)]
+    if reach_speeds is not None and hasattr(policy, "reach_cost"):
+        policy.reach_cost = arm_reach_cost(robot, T_root_palm, measured, np.asarray(reach_speeds))
     policy_every = max(1, round(CAMERA_HZ / POLICY_HZ))
     ticks = round(CONTROL_HZ / CAMERA_HZ) or 1
     dt = 1.0 / (CAMERA_HZ * ticks)
@@ -76,19 +150,28 @@ def run_episode(cell: Any, scenario: Any, policy: Any, robot: Any, *, stale_afte
     try:
         while cell.outcome is None:
             t0 = cell.time
-            frames = cell.render()
             names, q_now, _, _ = cell.joint_state()
+            measured[0] = q_now
             start = time.perf_counter()
-            est = hand_tracker.process(t0, {f.name: (f.rgb, f.depth_mm) for f in frames})
-            kp = None if est is None else est.keypoints
-            o = tracker.process(
-                t0, [f.depth_mm for f in frames], dict(zip(names, q_now.tolist(), strict=True)), kp
-            )
+            if perception == "truth":
+                T_obj = cell.object_pose()
+                kp = cell.giver_keypoints()
+                obj = (t0, T_obj, model.points @ T_obj[:3, :3].T + T_obj[:3, 3])
+                tracked = True
+            else:
+                frames = cell.render()
+                est = hand_tracker.process(t0, {f.name: (f.rgb, f.depth_mm) for f in frames})
+                kp = None if est is None else est.keypoints
+                o = tracker.process(
+                    t0, [f.depth_mm for f in frames], dict(zip(names, q_now.tolist(), strict=True)), kp
+                )
+                tracked = o.pose is not None
+                if o.pose is not None and len(o.points):
+                    obj = (t0, o.pose, o.points)
             timing["perception_ms"].append((time.perf_counter() - start) * 1e3)
-            if o.pose is not None and len(o.points):
-                obj = (t0, o.pose, o.points)
             if kp is not None:
                 controller.set_keypoints(kp, t0)
+            controller.set_measured(np.asarray(q_now), t0)
             if frame % policy_every == 0 and obj is not None and t0 - obj[0] <= stale_after_s:
                 q_arr = np.asarray(q_now)
                 hand = HandState(controller.palm_pose(q_arr) @ T_palm_root, q_arr[robot.n_arm :][fingers])
@@ -102,19 +185,40 @@ def run_episode(cell: Any, scenario: Any, policy: Any, robot: Any, *, stale_afte
                 if target is not None:
                     hand_q = np.zeros(robot.n_hand)
                     hand_q[fingers] = target.finger_q
-                    controller.set_grasp_phase(target.phase in GRASP_PHASES)
+                    palm_to_object = float(np.linalg.norm(controller.palm_pose(q_arr)[:3, 3] - obj[1][:3, 3]))
+                    controller.set_grasp_phase(grasp_phase(target.phase, palm_to_object, grasp_zone_m))
                     controller.set_hand_target(HandTarget(t0, target.T_world_hand @ T_root_palm, hand_q))
                     phases.append(target.phase)
                     palm = controller.palm_pose(np.asarray(q_now))
+                    T_target = target.T_world_hand @ T_root_palm
+                    T_true = cell.object_pose()
                     trace.append(
                         {
                             "t": round(t0, 3),
                             "phase": target.phase,
+                            "goal": target.goal,
                             "goal_distance_m": target.distance_m,
-                            "palm_to_target_m": float(
-                                np.linalg.norm(palm[:3, 3] - (target.T_world_hand @ T_root_palm)[:3, 3])
+                            "palm_to_target_m": float(np.linalg.norm(palm[:3, 3] - T_target[:3, 3])),
+                            "palm_to_target_deg": float(np.degrees(_angle(palm, T_target))),
+                            "command_to_measured_m": float(
+                                np.linalg.norm(controller.palm_pose()[:3, 3] - palm[:3, 3])
                             ),
-                            "object_tracked": bool(o.pose is not None),
+                            "object_error_m": float(np.linalg.norm(obj[1][:3, 3] - T_true[:3, 3])),
+                            "object_age_s": round(t0 - obj[0], 3),
+                            "goal_to_command_rad": float(
+                                np.abs(controller.state.goal - controller.safety.q).max()
+                            )
+                            if controller.state.goal is not None
+                            else None,
+                            "command_to_measured_rad": float(
+                                np.abs(controller.safety.q[: robot.n_arm] - q_arr[: robot.n_arm]).max()
+                            ),
+                            "ik_ok": bool(controller.state.ik_success),
+                            "ik_error_m": float(controller.state.ik_position_error_m),
+                            "separation_m": float(controller.safety.status.min_distance_m),
+                            "speed_scale": float(controller.safety.status.speed_scale),
+                            "palm": [round(float(x), 4) for x in palm[:3, 3]],
+                            "object_tracked": tracked,
                             "hand_tracked": kp is not None,
                         }
                     )
@@ -133,7 +237,8 @@ def run_episode(cell: Any, scenario: Any, policy: Any, robot: Any, *, stale_afte
                 cell.step_until(t0 + (i + 1) * dt)
             frame += 1
     finally:
-        hand_tracker.close()
+        if hand_tracker is not None:
+            hand_tracker.close()
     o = cell.outcome
     return {
         "scenario": scenario.name,
@@ -151,6 +256,12 @@ def run_episode(cell: Any, scenario: Any, policy: Any, robot: Any, *, stale_afte
         "policy_ms_p95": float(np.percentile(timing["policy_ms"], 95)) if timing["policy_ms"] else None,
         "trace": trace,
     }
+
+
+def _angle(A: np.ndarray, B: np.ndarray) -> float:
+    """Geodesic angle (rad) between the rotations of two poses."""
+    c = (np.trace(A[:3, :3].T @ B[:3, :3]) - 1.0) / 2.0
+    return float(np.arccos(np.clip(c, -1.0, 1.0)))
 
 
 def summarize(rows: list[dict]) -> dict[str, Any]:
@@ -177,8 +288,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default="config/scenarios/easy.yaml")
     parser.add_argument("--episodes", type=int, default=None, help="default: one per scenario")
     parser.add_argument("--checkpoint", default="checkpoints/motionnet_small.pt")
-    parser.add_argument("--pools", default=None, help="default: the checkpoint's data.pools")
+    parser.add_argument(
+        "--pools",
+        default=None,
+        help="default: the checkpoint's data.pools; 'expert': a one-grasp pool per episode, the "
+        "privileged scripted expert's pinch (a diagnostic)",
+    )
     parser.add_argument("--mode", choices=["easy", "hard"], default=None, help="default: from the file name")
+    parser.add_argument(
+        "--perception",
+        choices=["cameras", "truth"],
+        default="cameras",
+        help="truth: the cell's true object pose and giver keypoints (a diagnostic, no cameras)",
+    )
+    parser.add_argument(
+        "--align",
+        choices=["pregrasp", "paper"],
+        default="pregrasp",
+        help="goal alignment: committed goal via an open-hand pre-grasp (default), or the paper's",
+    )
+    parser.add_argument(
+        "--grasp-zone-m",
+        type=float,
+        default=GRASP_ZONE_M,
+        help="the approach counts as the grasp phase for the safety filter once the palm is this "
+        "close to the object (0: only align / close / lift, the first closed loop's rule)",
+    )
     parser.add_argument("--json", required=True)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -203,10 +338,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dexh2r eval closed-loop: {exc}", file=sys.stderr)
         return 2
     mode = args.mode or ("hard" if "hard" in Path(args.scenarios).stem else "easy")
-    pools = PoolLibrary(resolve_data_path(args.pools or cfg.data.pools), cfg.data.stable_only)
+    pool_dir = cfg.data.pools if args.pools in (None, "expert") else args.pools
+    pools = PoolLibrary(resolve_data_path(pool_dir), cfg.data.stable_only)
     planner = MotionNetPlanner(model)
     out = Path(args.out) if args.out else Path(args.json).with_suffix("")
     out.mkdir(parents=True, exist_ok=True)
+    from dexh2r_sim.scripted import ScriptConfig
+
+    arm_speeds = ScriptConfig().arm_speed  # the sim arm's joint speeds (its wrists are slow)
     cell = HandoverCell(CellConfig(cameras=True, resolution=(424, 240), antialias=True, rgb_blur_px=1.0))
     rows = []
     n = args.episodes or len(scenarios)
@@ -215,13 +354,28 @@ def main(argv: list[str] | None = None) -> int:
             for k in tqdm(range(n), desc=f"closed-loop {mode}", unit="ep"):
                 scenario = scenarios[k % len(scenarios)]
                 try:
+                    pool = (
+                        expert_grasp_pool(cell, scenario)
+                        if args.pools == "expert"
+                        else pools.get(scenario.object_id)
+                    )
                     policy = DynamicGrasp(
-                        planner, pools.get(scenario.object_id), replace(cfg.policy, mode=mode)
+                        planner,
+                        pool,
+                        replace(cfg.policy, mode=mode, align_style=args.align),
                     )
                 except DynamicGraspError as exc:
                     print(f"dexh2r eval closed-loop: {exc}", file=sys.stderr)
                     return 2
-                row = run_episode(cell, scenario, policy, cell.robot)
+                row = run_episode(
+                    cell,
+                    scenario,
+                    policy,
+                    cell.robot,
+                    perception=args.perception,
+                    grasp_zone_m=args.grasp_zone_m,
+                    reach_speeds=arm_speeds if args.align == "pregrasp" else None,
+                )
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")
                 tqdm.write(
@@ -229,7 +383,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         cell.close()
-    summary = {**summarize(rows), "mode": mode, "scenarios": args.scenarios, "checkpoint": args.checkpoint}
+    summary = {
+        **summarize(rows),
+        "mode": mode,
+        "perception": args.perception,
+        "align": args.align,
+        "grasp_zone_m": args.grasp_zone_m,
+        "scenarios": args.scenarios,
+        "checkpoint": args.checkpoint,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

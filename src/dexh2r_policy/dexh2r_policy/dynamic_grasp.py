@@ -24,6 +24,17 @@ Per step (method doc §3.2-3.3; frame = one call):
    while the flexion joints squeeze `squeeze_rad` past the grasp; *lift*: `lift_height_m` up
    (world +z) over `lift_frames`; then *done* (hold).
 
+`align_style="pregrasp"` (the closed loop's, `dexh2r eval closed-loop`; the default "paper" is
+steps 5-6 above, which the offline benchmark keeps) replaces 5-6 for a physical robot: at the
+switch it commits to one goal (grasps on the far side of the object from the giver's hand, whose
+hand clears the giver by `align_clearance_m` at the grasp and, opened, at the pre-grasp; ranked
+by `reach_cost` when the caller gives one, else by rotation) and keeps it unless the giver's hand
+comes to block it; the fingers open (`open_rad`); the hand goes to a pre-grasp `pregrasp_m`
+further out from the object's centre, then straight in, on waypoints in the object frame that
+advance `step_m` / `align_step_rad` per frame from the previous waypoint (not from the measured
+hand, which lags); each stage ends when the measured hand is there (or `arrive_frames` later);
+the close then ramps the fingers from open to the squeezed grasp. docs/closed_loop.md says why.
+
 Targets are stamped `stamp + frame_dt_s`: the pose is for the next frame.
 """
 
@@ -82,6 +93,27 @@ class DynamicGraspConfig:
     squeeze_joints: tuple[str, ...] = DEFAULT_SQUEEZE_JOINTS
     lift_frames: int = 10
     lift_height_m: float = 0.10
+    # Goal alignment on a physical robot (`align_style="pregrasp"`; "paper" = the paper's
+    # interpolation from the measured hand, re-selecting the goal every frame):
+    # commit to one goal, open the fingers, go to a pre-grasp `pregrasp_m` out from the object
+    # (radially, from its centre through the grasp's hand root), then straight in, then close.
+    align_style: Literal["paper", "pregrasp"] = "paper"
+    pregrasp_m: float = 0.06
+    open_rad: float = 0.6  # the squeeze joints open this much from the grasp until the close
+    align_step_rad: float = 0.05  # per frame, with step_m: the rotation / translation speed
+    align_clearance_m: float = 0.03  # goal and pre-grasp (open hand) this far from the giver
+    giver_opposite_cos: float = 0.5  # the hand on the far side of the object from the giver
+    max_goal_rotation_rad: float = 1.75  # goals that turn the hand further are not candidates
+    blocked_frames: int = 3  # re-select only after the goal was blocked this many frames in a row
+    arrive_m: float = 0.015  # the measured hand within this (and arrive_rad) of a waypoint ...
+    arrive_rad: float = 0.15
+    arrive_frames: int = 10  # ... or this many frames after the waypoint was commanded
+    # The same for the grasp itself (the close starts there). Tighter (5 mm, 0.06 rad, 20) let
+    # the expert's pinch close more precisely but kept the hand longer near a moving giver: more
+    # contacts in the hard set (docs/closed_loop.md).
+    grasp_arrive_m: float = 0.015
+    grasp_arrive_rad: float = 0.15
+    grasp_arrive_frames: int = 10
     frame_dt_s: float = 0.1  # time between frames (target stamps)
     cloud_sample: Literal["fps", "random"] = "random"  # object cloud sampling (sample_fixed), as in training
     cloud_seed: int = 0
@@ -360,6 +392,14 @@ class _State:
     phase_frame: int = 0
     T_lift0: np.ndarray | None = None
     q_closed: np.ndarray | None = None
+    # pregrasp alignment: segment (object frame) from -> to, progress in [0, 1], stage, open hand
+    stage: str = ""
+    seg_from: np.ndarray | None = None
+    q_from: np.ndarray | None = None
+    progress: float = 0.0
+    at_end: int = 0  # frames since the segment's end was commanded
+    blocked: int = 0  # consecutive frames the committed goal was blocked by the giver's hand
+    q_open: np.ndarray | None = None
 
 
 class DynamicGrasp:
@@ -390,6 +430,10 @@ class DynamicGrasp:
         self.q_lower, self.q_upper = lo[: len(names)], hi[: len(names)]
         self.pool: ObjectGraspPool | None = None
         self.pool_points: np.ndarray | None = None
+        # align_style="pregrasp": an optional robot-aware cost of reaching hand-root poses
+        # ([C, 4, 4] world -> [C], lower is better, inf = unreachable; e.g. the arm's joint travel
+        # time by IK) that ranks the goal candidates instead of their rotation angle.
+        self.reach_cost = None
         if pool is not None:
             self.set_pool(pool)
         self.state = _State()
@@ -400,6 +444,7 @@ class DynamicGrasp:
             raise EmptyPoolError("grasp pool is empty")
         self.pool = pool
         self.pool_points = self.hand_surface.points_batch(pool.finger_q)
+        self.pool_points_open = None  # the open hand's points, computed on first use (pregrasp)
 
     def reset(self) -> None:
         self.state = _State()
@@ -500,6 +545,8 @@ class DynamicGrasp:
             return target(
                 s.plan[0][i], s.plan[1][i], goal=s.goal, distance_m=d, replanned=replanned, from_network=True
             )
+        if c.align_style == "pregrasp" and s.phase in ("align", "close"):
+            return self._align_pregrasp(obj_pose, pool_world, giver, hand, target)
         if s.phase == "align":
             g = select_target(
                 pool_world, hand.T_world_hand, c.top_k, self.pool_points, giver, c.giver_clearance_m
@@ -536,6 +583,142 @@ class DynamicGrasp:
         T = s.T_lift0.copy() if s.T_lift0 is not None else hand.T_world_hand
         T[2, 3] = s.T_lift0[2, 3] + c.lift_height_m if s.T_lift0 is not None else T[2, 3]
         return target(T, s.q_closed if s.q_closed is not None else hand.finger_q, goal=s.goal)
+
+    # -- goal alignment on a physical robot (align_style="pregrasp") --
+    def open_hand(self, finger_q: np.ndarray) -> np.ndarray:
+        """The grasp posture with the squeeze joints opened by `open_rad` (clipped to limits)."""
+        q = np.array(finger_q, dtype=np.float64, copy=True)
+        q[..., self.squeeze_idx] -= self.config.open_rad
+        return np.clip(q, self.q_lower, self.q_upper)
+
+    def pregrasp(self, g: int) -> np.ndarray:
+        """Pre-grasp of pool grasp g in the object frame: its hand root `pregrasp_m` further out
+        from the object's centre (the object frame's origin), the same rotation."""
+        T = self.pool.T_obj_hand[g].copy()
+        t = T[:3, 3]
+        T[:3, 3] = t + self.config.pregrasp_m * t / max(float(np.linalg.norm(t)), 1e-9)
+        return T
+
+    def _clearance(self, idx: np.ndarray, obj_pose: np.ndarray, giver: np.ndarray) -> np.ndarray:
+        """Smallest distance (m) from grasp idx's hand (closed, at the grasp) and open hand (at
+        the pre-grasp) to the giver points."""
+        if self.pool_points_open is None:
+            self.pool_points_open = self.hand_surface.points_batch(self.open_hand(self.pool.finger_q))
+        pre = np.stack([self.pregrasp(int(g)) for g in idx])
+        out = np.full(len(idx), np.inf)
+        for T, P in (
+            (self.pool.T_obj_hand[idx], self.pool_points[idx]),
+            (pre, self.pool_points_open[idx]),
+        ):
+            W = from_frame(obj_pose[None] @ T, P)  # [C, S, 3]
+            gap = np.sqrt(((W[:, :, None, :] - giver[None, None]) ** 2).sum(-1)).min(axis=(1, 2))
+            out = np.minimum(out, gap)
+        return out
+
+    def _select_committed(self, obj_pose, pool_world, giver, hand: HandState) -> int:
+        """The alignment goal. With giver points: grasps whose hand sits on the far side of the
+        object from the giver's hand (the cosine between object centre -> hand root and object
+        centre -> giver centroid at most -`giver_opposite_cos`) and that turn the hand at most
+        `max_goal_rotation_rad` (all if none), the 2 top_k nearest of those by translation, the
+        ones whose hand (grasp, and open hand at the pre-grasp) clears the giver by
+        `align_clearance_m` (none: those within 5 mm of the largest clearance), then the lowest
+        `reach_cost` if given, else the smallest rotation. Without keypoints the run-time rule
+        (`select_target`)."""
+        c = self.config
+        if giver is None:
+            return select_target(pool_world, hand.T_world_hand, c.top_k)
+        centre = obj_pose[:3, 3]
+        to_hand = pool_world[:, :3, 3] - centre
+        to_hand /= np.maximum(np.linalg.norm(to_hand, axis=1, keepdims=True), 1e-9)
+        to_giver = giver.mean(axis=0) - centre
+        to_giver /= max(float(np.linalg.norm(to_giver)), 1e-9)
+        ok = to_hand @ to_giver <= -c.giver_opposite_cos
+        ok &= (
+            rotation_angles(hand.T_world_hand[None, :3, :3], pool_world[:, :3, :3]) <= c.max_goal_rotation_rad
+        )
+        cand = np.flatnonzero(ok)
+        if not len(cand):
+            cand = np.arange(len(pool_world))
+        d = np.linalg.norm(pool_world[cand, :3, 3] - hand.T_world_hand[:3, 3], axis=1)
+        wide = cand[np.argsort(d, kind="stable")[: 2 * c.top_k]]
+        gap = self._clearance(wide, obj_pose, giver)
+        free = wide[gap >= c.align_clearance_m][: c.top_k]
+        if not len(free):  # none clears the giver by the margin: those that clear it most
+            free = wide[gap >= gap.max() - 0.005][: c.top_k]
+        if self.reach_cost is not None:
+            cost = np.asarray(self.reach_cost(pool_world[free]), dtype=np.float64)
+            if np.isfinite(cost).any():
+                return int(free[int(np.argmin(cost))])
+        ang = rotation_angles(hand.T_world_hand[None, :3, :3], pool_world[free, :3, :3])
+        return int(free[int(np.argmin(ang))])
+
+    def _segment(self, stage: str, T_obj_from: np.ndarray, q_from: np.ndarray) -> None:
+        s = self.state
+        s.stage, s.seg_from, s.q_from, s.progress, s.at_end = stage, T_obj_from, q_from, 0.0, 0
+
+    def _align_pregrasp(self, obj_pose, pool_world, giver, hand: HandState, target) -> HandTarget:
+        """align: committed goal, open hand to the pre-grasp, straight in, then close (see config).
+
+        Waypoints live in the object frame (they follow the moving object) and advance at
+        `step_m` / `align_step_rad` per frame from the previous waypoint, not from the measured
+        hand (which lags the command); a stage ends when the measured hand is within `arrive_m`
+        / `arrive_rad` of its end or `arrive_frames` after the end was commanded."""
+        c, s = self.config, self.state
+        T_obj_hand_now = inverse(obj_pose) @ hand.T_world_hand
+        if s.phase == "align":
+            new = None
+            if not s.stage:
+                new = self._select_committed(obj_pose, pool_world, giver, hand)
+            elif giver is not None and s.stage == "pre":
+                # The committed goal stays unless the giver's hand blocks it for `blocked_frames`
+                # frames in a row (tracked keypoints are noisy at the centimetre level), and
+                # never once the hand goes in.
+                gap = float(self._clearance(np.array([s.goal]), obj_pose, giver)[0])
+                s.blocked = s.blocked + 1 if gap < c.giver_clearance_m else 0
+                if s.blocked >= c.blocked_frames:
+                    s.blocked = 0
+                    g = self._select_committed(obj_pose, pool_world, giver, hand)
+                    if g != s.goal and self._clearance(np.array([g]), obj_pose, giver)[0] > gap + 0.01:
+                        new = g
+            if new is not None:
+                s.goal = new
+                s.q_open = self.open_hand(self.pool.finger_q[s.goal])
+                self._segment("pre", T_obj_hand_now, hand.finger_q)
+            g = s.goal
+            end = self.pregrasp(g) if s.stage == "pre" else self.pool.T_obj_hand[g]
+            dist = float(np.linalg.norm(end[:3, 3] - s.seg_from[:3, 3]))
+            ang = float(rotation_angles(s.seg_from[:3, :3], end[:3, :3]))
+            n = max(1, math.ceil(max(dist / c.step_m, ang / c.align_step_rad)))
+            s.progress = min(1.0, s.progress + 1.0 / n)
+            T_obj = interpolate_pose(s.seg_from, end, s.progress)
+            q = s.q_from + s.progress * (s.q_open - s.q_from)
+            d = float(np.linalg.norm(pool_world[g, :3, 3] - hand.T_world_hand[:3, 3]))
+            if s.progress >= 1.0:
+                err = float(np.linalg.norm(T_obj_hand_now[:3, 3] - end[:3, 3]))
+                err_rad = float(rotation_angles(T_obj_hand_now[:3, :3], end[:3, :3]))
+                s.at_end += 1
+                tol_m, tol_rad, wait = (
+                    (c.arrive_m, c.arrive_rad, c.arrive_frames)
+                    if s.stage == "pre"
+                    else (c.grasp_arrive_m, c.grasp_arrive_rad, c.grasp_arrive_frames)
+                )
+                if (err <= tol_m and err_rad <= tol_rad) or s.at_end > wait:
+                    if s.stage == "pre":
+                        self._segment("in", end, s.q_open)
+                    else:
+                        s.phase, s.phase_frame = "close", s.frame
+                        q_closed = self.pool.finger_q[g].copy()
+                        q_closed[self.squeeze_idx] += c.squeeze_rad
+                        s.q_closed = np.clip(q_closed, self.q_lower, self.q_upper)
+            return target(obj_pose @ T_obj, q, goal=g, distance_m=d)
+        # close: on the goal (following the object), the fingers from open to the squeezed grasp
+        k = s.frame - s.phase_frame
+        ramp = min(1.0, k / max(c.close_frames, 1))
+        T = pool_world[s.goal]
+        q = s.q_open + ramp * (s.q_closed - s.q_open)
+        if k >= c.close_frames:
+            s.phase, s.phase_frame, s.T_lift0 = "lift", s.frame, T.copy()
+        return target(T, q, goal=s.goal)
 
 
 def bench_step(

@@ -42,3 +42,246 @@ def test_summary_rates_and_bad_checkpoint(tmp_path, capsys):
     args = ["--checkpoint", str(tmp_path / "none.pt"), "--json", str(tmp_path / "x.json")]
     assert main(args) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+# ---- the physical goal alignment (DynamicGraspConfig.align_style = "pregrasp") ------------------
+
+import numpy as np  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+
+from dexh2r_policy.dynamic_grasp import (  # noqa: E402
+    DynamicGrasp,
+    DynamicGraspConfig,
+    HandState,
+    ObjectGraspPool,
+    inverse,
+)
+
+
+def _pose(rotvec, t) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_rotvec(rotvec).as_matrix()
+    T[:3, 3] = t
+    return T
+
+
+class _StillPlanner:
+    """Plans 'stay where you are' (only the alignment moves the hand)."""
+
+    n_past = 5
+    n_points = 32
+
+    def observe(self, frame, cloud, hand) -> None:
+        pass
+
+    def plan(self, frame, history, target, target_points):
+        h = history[-1]
+        return np.repeat(h.T_world_hand[None], 10, 0), np.repeat(h.finger_q[None], 10, 0)
+
+
+def _ring_pool(n: int = 12, r: float = 0.12) -> ObjectGraspPool:
+    """n grasps on a horizontal ring around the object, each facing its centre."""
+    T = np.stack(
+        [_pose([0, 0, a], [r * np.cos(a), r * np.sin(a), 0.0]) for a in np.linspace(0, 2 * np.pi, n, False)]
+    )
+    return ObjectGraspPool(T, np.full((n, 22), 0.6), "ring")
+
+
+@pytest.fixture(scope="module")
+def hs():
+    from dexh2r_policy.models.hand_surface import HandSurface
+
+    return HandSurface.for_robot("ur5_shadow", 64)
+
+
+def _run(policy, steps, obj_fn, hand0, follow=True, giver=None):
+    cloud = np.random.default_rng(0).normal(scale=0.03, size=(64, 3))
+    hand, out = hand0, []
+    for k in range(steps):
+        obj = obj_fn(k)
+        tgt = policy.step(0.1 * k, obj, cloud + obj[:3, 3], giver, hand)
+        out.append((obj, tgt, hand))
+        if follow:
+            hand = HandState(tgt.T_world_hand, tgt.finger_q)
+    return out
+
+
+def _cfg(style: str, **kw) -> DynamicGraspConfig:
+    base = dict(
+        mode="easy", align_after_frames=6, easy_radius_m=0.5, min_points=8, close_frames=3, lift_frames=3
+    )
+    return DynamicGraspConfig(align_style=style, **{**base, **kw})
+
+
+def test_pregrasp_alignment_commits_to_one_goal_where_the_paper_rule_switches(hs):
+    """The object turns under the hand: re-selecting every frame (the paper's alignment) hops
+    between ring grasps (the goal oscillation the closed-loop traces showed); the pregrasp
+    alignment keeps the goal it committed to (in the object frame, so it turns with the object)."""
+
+    def obj(k):
+        return _pose([0, 0, 0.12 * k], [0.0, 0.0, 0.4])
+
+    hand0 = HandState(_pose([0, 0, 0.3], [0.25, 0.05, 0.42]), np.zeros(22))
+    goals = {}
+    for style in ("paper", "pregrasp"):
+        policy = DynamicGrasp(_StillPlanner(), _ring_pool(), _cfg(style), n_points=32, hand_surface=hs)
+        run = _run(policy, 40, obj, hand0)
+        goals[style] = {t.goal for _, t, _ in run if t.phase in ("align", "close")}
+        assert run[-1][1].phase == "done", style
+    assert len(goals["paper"]) > 1
+    assert len(goals["pregrasp"]) == 1
+
+
+def test_pregrasp_alignment_opens_goes_to_the_pregrasp_then_in_then_closes(hs):
+    cfg = _cfg("pregrasp")
+    pool = _ring_pool()
+    policy = DynamicGrasp(_StillPlanner(), pool, cfg, n_points=32, hand_surface=hs)
+
+    def obj(k):  # drifting object: waypoints live in its frame
+        return _pose([0, 0, 0.01 * k], [0.005 * k, 0.0, 0.4])
+
+    run = _run(policy, 60, obj, HandState(_pose([0, 0, 0.2], [0.3, 0.1, 0.45]), np.zeros(22)))
+    g = {t.goal for _, t, _ in run if t.phase == "align"}.pop()
+    sq = policy.squeeze_idx
+    q_grasp = pool.finger_q[g]
+    q_open = policy.open_hand(q_grasp)
+    assert np.all(q_open[sq] < q_grasp[sq])  # open: the squeeze joints back by open_rad
+    in_obj = [(inverse(o) @ t.T_world_hand, t) for o, t, _ in run if t.phase == "align"]
+    pre = policy.pregrasp(g)
+    assert np.linalg.norm(pre[:3, 3]) == pytest.approx(
+        np.linalg.norm(pool.T_obj_hand[g][:3, 3]) + cfg.pregrasp_m
+    )
+    i_pre = next(i for i, (T, _) in enumerate(in_obj) if np.allclose(T, pre, atol=1e-9))
+    assert np.allclose(in_obj[-1][0], pool.T_obj_hand[g], atol=1e-9)  # straight in to the grasp
+    for T, _ in in_obj[i_pre:]:  # from the pre-grasp on: on the radial line, rotation as the grasp
+        np.testing.assert_allclose(T[:3, :3], pre[:3, :3], atol=1e-9)
+        assert np.linalg.norm(np.cross(T[:3, 3], pre[:3, 3])) < 1e-9
+    for _, t in in_obj[i_pre:]:
+        np.testing.assert_allclose(t.finger_q, q_open, atol=1e-9)  # open until the close
+    close = [t for _, t, _ in run if t.phase == "close"]
+    lift = [t for _, t, _ in run if t.phase == "lift"]
+    assert len(close) == cfg.close_frames
+    q_final = np.clip(q_grasp + np.isin(np.arange(22), sq) * cfg.squeeze_rad, policy.q_lower, policy.q_upper)
+    np.testing.assert_allclose(close[0].finger_q, q_open, atol=1e-9)  # closing starts open ...
+    for t in lift:  # ... and ends on the squeezed grasp, kept while lifting
+        np.testing.assert_allclose(t.finger_q, q_final, atol=1e-9)
+    o, _, hand = next((o, t, h) for o, t, h in run if t.phase == "close")
+    err = inverse(o) @ hand.T_world_hand
+    assert np.linalg.norm(err[:3, 3] - pool.T_obj_hand[g][:3, 3]) <= cfg.arrive_m  # closes on arrival
+
+
+def test_pregrasp_alignment_waits_for_the_measured_hand(hs):
+    """The measured hand does not follow (a slow arm): the waypoint stays at the pre-grasp and
+    the stage ends only `arrive_frames` after it was commanded, not when the plan says so."""
+    cfg = _cfg("pregrasp", arrive_frames=6)
+    policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+
+    def obj(k):
+        return _pose([0, 0, 0], [0.0, 0.0, 0.4])
+
+    run = _run(policy, 40, obj, HandState(_pose([0, 0, 0.2], [0.3, 0.1, 0.45]), np.zeros(22)), follow=False)
+    align = [t for _, t, _ in run if t.phase == "align"]
+    g = align[0].goal
+    pre_world = obj(0) @ policy.pregrasp(g)
+    at_pre = [np.allclose(t.T_world_hand, pre_world, atol=1e-9) for t in align]
+    first = at_pre.index(True)
+    assert all(at_pre[first : first + cfg.arrive_frames + 1])  # held there while waiting
+    assert not at_pre[first + cfg.arrive_frames + 1]  # then on to the grasp
+
+
+def test_committed_goal_avoids_the_giver_side_and_uses_the_reach_cost(hs):
+    """Giver keypoints on the -y side of the object: the goal is on the far (+y) side; a robot
+    reach cost (e.g. the arm's joint travel time) ranks the candidates instead of rotation."""
+    cfg = _cfg("pregrasp", align_clearance_m=0.0)
+    pool = _ring_pool()
+    obj = _pose([0, 0, 0], [0.5, 0.0, 0.4])
+    kp = (
+        obj[:3, 3] + np.array([0.0, -0.09, -0.02]) + np.random.default_rng(1).normal(scale=0.01, size=(21, 3))
+    )
+    from dexh2r_policy.dynamic_grasp import giver_points
+
+    hand = HandState(_pose([0, 0, 0], [0.5, -0.2, 0.45]), np.zeros(22))  # on the giver's side
+    policy = DynamicGrasp(_StillPlanner(), pool, cfg, n_points=32, hand_surface=hs)
+    pool_world = obj[None] @ pool.T_obj_hand
+    g = policy._select_committed(obj, pool_world, giver_points(kp), hand)
+    assert pool.T_obj_hand[g][1, 3] > 0.05  # far side, although the hand is on the giver's side
+    calls = []
+
+    def cost(T):  # prefers the hand furthest along +y
+        calls.append(len(T))
+        return -T[:, 1, 3]
+
+    policy.reach_cost = cost
+    g2 = policy._select_committed(obj, pool_world, giver_points(kp), hand)
+    assert calls and g2 == 3  # the ring grasp at +90 deg: y = +0.12
+
+
+def test_grasp_phase_rule_and_zone():
+    from dexh2r_control.state_machine import HandoverConfig
+    from dexh2r_policy.closed_loop import GRASP_ZONE_M, grasp_phase
+
+    assert HandoverConfig().grasp_zone_m == GRASP_ZONE_M
+    assert not grasp_phase("warmup", 0.05, GRASP_ZONE_M)
+    assert not grasp_phase("approach", 0.40, GRASP_ZONE_M)
+    assert grasp_phase("approach", 0.20, GRASP_ZONE_M)
+    assert not grasp_phase("approach", 0.20, 0.0)
+    assert all(grasp_phase(p, 1.0, GRASP_ZONE_M) for p in ("align", "close", "lift", "done"))
+
+
+def test_truth_perception_episode_traces_the_loop(tmp_path):
+    """`--perception truth` (no cameras): the whole loop runs and the trace carries the
+    controller's side (IK, following error, separation) per policy step."""
+    from dexh2r_policy.datagen import main as datagen
+
+    pools = tmp_path / "pools"
+    assert datagen(["grasps", "--objects", "prim/box_small", "--candidates", "20", "--out", str(pools)]) == 0
+    out = tmp_path / "t.json"
+    args = ["--scenarios", "config/scenarios/easy.yaml", "--episodes", "1", "--pools", str(pools)]
+    assert main([*args, "--perception", "truth", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["perception"] == "truth" and summary["align"] == "pregrasp"
+    assert summary["limit_violations"] == 0
+    row = json.loads((tmp_path / "t" / "episodes.jsonl").read_text().splitlines()[0])
+    steps = [s for s in row["trace"] if s["phase"] != "warmup"]
+    assert steps and {"ik_ok", "command_to_measured_rad", "separation_m", "goal"} <= set(steps[0])
+    assert max(s["command_to_measured_rad"] for s in row["trace"]) < 0.2  # the following-error bound
+
+
+def test_committed_goal_survives_keypoint_noise_but_not_a_blocking_hand(hs):
+    """A goal blocked by the giver's hand for fewer than `blocked_frames` frames in a row (noise
+    in tracked keypoints) is kept; blocked for longer (the pre-grasp stage), it is replaced by a
+    clear one."""
+    cfg = _cfg("pregrasp", align_clearance_m=0.01, blocked_frames=3, align_step_rad=0.01, step_m=0.005)
+    policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+    real = policy._clearance
+    blocked_on: set[int] = set()
+    state = {"k": 0, "committed": None}
+
+    def clearance(idx, obj_pose, giver):
+        gap = real(idx, obj_pose, giver)
+        if state["k"] in blocked_on and state["committed"] is not None:
+            gap = np.where(idx == state["committed"], 0.0, np.maximum(gap, 0.05))
+        return gap
+
+    policy._clearance = clearance
+    obj = _pose([0, 0, 0], [0.5, 0.0, 0.4])
+    giver = obj[:3, 3] + np.array([0.0, -0.3, 0.0]) + np.zeros((21, 3))  # far: nothing blocked
+    cloud = np.random.default_rng(0).normal(scale=0.03, size=(64, 3)) + obj[:3, 3]
+    hand = HandState(_pose([0, 0, 0.2], [0.8, 0.1, 0.45]), np.zeros(22))
+    goals = []
+    for k in range(40):
+        state["k"] = k
+        tgt = policy.step(0.1 * k, obj, cloud, giver, hand)
+        if tgt.phase == "align":
+            if state["committed"] is None:
+                state["committed"] = tgt.goal
+                first = k
+                blocked_on.update({first + 2, first + 3, first + 5, first + 6})  # 2 in a row, twice
+            goals.append(tgt.goal)
+            if k == first + 8:
+                blocked_on.update({first + 9, first + 10, first + 11})  # 3 in a row
+        hand = HandState(tgt.T_world_hand, tgt.finger_q)
+        if state["committed"] is not None and k >= first + 12:
+            break
+    assert goals[: 9 + 1] == [state["committed"]] * 10  # noise: kept
+    assert goals[-1] != state["committed"]  # blocked for 3 frames: replaced
