@@ -3,6 +3,7 @@
     dexh2r eval offline --policy motionnet --mode easy --split test --json runs/offline_easy.json
                         [--checkpoint CKPT] [--data DIR] [--pools DIR] [--out FOLDER] [--limit N]
     dexh2r eval offline --policy expert --mode hard --split test --json runs/expert_hard.json --data DIR
+    dexh2r eval offline --policy dp3 --mode easy --split test --json runs/offline/dp3_easy.json   # or dp
 
 Protocol: every test sequence is replayed (the recorded object pose and cloud, and the giver's
 keypoints where the sequence has them; the giver does not react). The hand is kinematic: it is
@@ -10,7 +11,9 @@ wherever the policy's last target put it. The first P = 5 frames are the recordi
 from then on the policy (`DynamicGrasp`: MotionNet re-planning, the Easy 10 cm / Hard 5 cm
 switch, alignment) drives it until the alignment snaps to the goal grasp or the sequence ends.
 `--policy expert` replays the recorded hand through the same switch and alignment (the upper
-bound of the recording's own motion).
+bound of the recording's own motion). `--policy dp3` / `dp`: the diffusion baselines
+(`dexh2r_policy.diffusion`) generate the approach instead of MotionNet, in the same DynamicGrasp
+(the same switch and alignment); their seed is the paper's 5 recorded frames (or n_obs if more).
 
 Metrics, as the official `test_motion_infer_result.py` (seed frames not scored):
 - `success`: share of sequences in which goal-pose alignment was triggered before the end;
@@ -45,6 +48,13 @@ import numpy as np
 
 SPLITS = {"train": "motionnet_train", "test": "motionnet_test", "val": "dp_val"}
 DEFAULT_CHECKPOINT = "checkpoints/motionnet_small.pt"
+DEFAULT_CHECKPOINTS = {
+    "motionnet": DEFAULT_CHECKPOINT,
+    "dp3": "checkpoints/dp3_small.pt",
+    "dp": "checkpoints/dp_small.pt",
+}
+TRAIN_CONFIGS = {"motionnet": "motionnet_small", "dp3": "dp3_small", "dp": "dp_small"}
+DIFFUSION_SEED_FRAMES = 5  # the paper's recorded seed (frames 0-4), for DP / DP3 as for MotionNet
 DEFAULT_CONFIG = "policy/motionnet_small.yaml"
 
 
@@ -143,11 +153,16 @@ def summarize(folder: str | Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dexh2r eval offline", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--policy", default="motionnet", choices=["motionnet", "expert"])
+    parser.add_argument("--policy", default="motionnet", choices=["motionnet", "dp3", "dp", "expert"])
     parser.add_argument("--mode", default="easy", choices=["easy", "hard"])
     parser.add_argument("--split", default="test", help="test, val, train, or a DexH2R split name")
     parser.add_argument("--json", required=True, help="write the metrics here")
-    parser.add_argument("--checkpoint", help=f"MotionNet checkpoint (default {DEFAULT_CHECKPOINT})")
+    parser.add_argument(
+        "--checkpoint",
+        help="policy checkpoint (default: "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_CHECKPOINTS.items())
+        + ")",
+    )
     parser.add_argument("--config", help=f"policy config for --policy expert (default {DEFAULT_CONFIG})")
     parser.add_argument("--data", help="DexH2R-layout root (default: the checkpoint's data.root)")
     parser.add_argument("--pools", help="grasp pool folder (default: the checkpoint's data.pools)")
@@ -176,22 +191,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dexh2r eval offline: {msg}", file=sys.stderr)
         return 2
 
+    from dexh2r_policy.diffusion.model import CheckpointError as DiffusionCheckpointError
+
     model, ckpt_path = None, None
+    n_seed = None
     try:
         if args.policy == "motionnet":
             ckpt_path = resolve_data_path(args.checkpoint or DEFAULT_CHECKPOINT)
             model, ckpt = load_motionnet(ckpt_path)
             cfg = from_dict(TrainConfig, ckpt["config"], source=f"{ckpt_path}:config")
+        elif args.policy in ("dp", "dp3"):
+            from dexh2r_policy.diffusion.model import load_diffusion
+            from dexh2r_policy.diffusion.train import DiffusionTrainConfig
+
+            ckpt_path = resolve_data_path(args.checkpoint or DEFAULT_CHECKPOINTS[args.policy])
+            model, ckpt = load_diffusion(ckpt_path, args.policy)
+            cfg = from_dict(DiffusionTrainConfig, ckpt["config"], source=f"{ckpt_path}:config")
+            n_seed = max(DIFFUSION_SEED_FRAMES, cfg.model.n_obs)
         else:
             cfg = load_train_config(args.config or DEFAULT_CONFIG)
-    except (CheckpointError, ConfigError) as exc:
+    except (CheckpointError, DiffusionCheckpointError, ConfigError) as exc:
         hint = ""
-        if args.policy == "motionnet" and not args.checkpoint:
-            hint = (
-                " (train one: dexh2r train --config config/policy/motionnet_small.yaml, or pass --checkpoint)"
-            )
+        if args.policy != "expert" and not args.checkpoint:
+            name = TRAIN_CONFIGS[args.policy]
+            hint = f" (train one: dexh2r train --config config/policy/{name}.yaml, or pass --checkpoint)"
         return fail(f"{exc}{hint}")
+    if n_seed is None:
+        n_seed = cfg.model.n_past
     pc = replace(cfg.policy, mode=args.mode)
+    if args.policy in ("dp", "dp3"):  # receding horizon: a new plan after n_action frames
+        pc = replace(pc, replan_every=cfg.model.n_action)
     if args.align_after is not None:
         pc = replace(pc, align_after_frames=args.align_after)
     split = SPLITS.get(args.split, args.split)
@@ -218,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "config.json").write_text(json.dumps(run_config, indent=2))
     pen_surface = HandSurface.for_robot(cfg.model.robot, None)
-    planner = MotionNetPlanner(model) if model is not None else None
+    planner = MotionNetPlanner(model) if args.policy == "motionnet" else None
     rows = []
     try:
         with (out / "episodes.jsonl").open("w") as f:
@@ -228,7 +257,11 @@ def main(argv: list[str] | None = None) -> int:
                 pts, normals = ds.object_surface_points(sid.object)
                 if normals is None:
                     raise DatasetError(f"{ds.root}/obj_surface_pcd_4096/{sid.object}.ply: has no normals")
-                if planner is None:
+                if args.policy in ("dp", "dp3"):
+                    from dexh2r_policy.diffusion.planner import diffusion_policy
+
+                    policy = diffusion_policy(model, pool, pc)
+                elif planner is None:
                     T_rec, q_rec = qpos_to_poses(seq.qpos)
                     ep_planner = ReplayPlanner(T_rec, q_rec, cfg.model.n_past, cfg.model.n_future)
                     hs = HandSurface.for_robot(cfg.model.robot, cfg.model.n_surface, cfg.model.surface_seed)
@@ -236,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     policy = DynamicGrasp(planner, pool, pc)
                 kp = giver_keypoints(seq, sid.path(ds.root))
-                row = run_episode(seq, policy, Penetration(pts, normals, pen_surface), kp, cfg.model.n_past)
+                row = run_episode(seq, policy, Penetration(pts, normals, pen_surface), kp, n_seed)
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")
     except (DatasetError, DynamicGraspError) as exc:
