@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dp-checkpoint", default="checkpoints/dp_small.pt")
     parser.add_argument("--cvae-checkpoint", default="checkpoints/grasp_cvae_small.pt")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.steps < 20:
+        parser.error("--steps must be >= 20 (the first 10 steps are warm-up and not timed)")
     result: dict = {}
     if "motionnet" in args.only:
         result.update(

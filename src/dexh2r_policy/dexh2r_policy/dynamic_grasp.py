@@ -779,7 +779,6 @@ __all__ = [
     "MotionNetPlanner",
     "ObjectGraspPool",
     "ReplayPlanner",
-    "bench_main",
     "bench_step",
     "inverse",
     "select_target",
@@ -840,40 +839,3 @@ class PoolLibrary:
             f"{where}/{object_name.replace('/', '__')}.npz"
             " and the sequence's model_final_qpose_cvae.pt (make pools with `dexh2r datagen grasps`)"
         )
-
-
-def bench_main(argv: list[str] | None = None) -> int:
-    """`dexh2r bench policy --json OUT` (MotionNet part): DynamicGrasp step latency of the small
-    and the paper-size config (`motionnet_step_ms_p95`, `motionnet_paper_step_ms_p95`), each with
-    the checkpoint given or freshly initialised weights (the latency does not depend on them)."""
-    import argparse
-    import json
-    import sys
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(
-        prog="dexh2r bench policy", description=bench_main.__doc__.split("\n")[0]
-    )
-    parser.add_argument("--json", required=True)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--small-checkpoint")
-    parser.add_argument("--paper-checkpoint")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    from dexh2r_policy.motionnet import MotionNet, MotionNetConfig, load_motionnet
-
-    result: dict[str, float | int | str] = {}
-    for key, ckpt, cfg in (
-        ("motionnet", args.small_checkpoint, MotionNetConfig.small()),
-        ("motionnet_paper", args.paper_checkpoint, MotionNetConfig.paper()),
-    ):
-        model = load_motionnet(ckpt)[0] if ckpt else MotionNet(cfg).eval()
-        r = bench_step(model, steps=args.steps)
-        result[f"{key}_step_ms_p95"] = r["step_ms_p95"]
-        result[f"{key}_step_ms_p50"] = r["step_ms_p50"]
-        result[f"{key}_plan_ms_p95"] = r["plan_ms_p95"]
-        result[f"{key}_params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
-    result["threads"] = torch.get_num_threads()
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    return 0

@@ -23,7 +23,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "dexh2r_teleop.bench_teleop:main",
         "teleop: retargeting time and fidelity, camera-to-command time, deadman stop",
     ),
-    "policy": ("dexh2r_policy.dynamic_grasp:bench_main", "DynamicGrasp step time (MotionNet small + paper)"),
+    "policy": (
+        "dexh2r_policy.bench_policy:main",
+        "DynamicGrasp step time (MotionNet small + paper, DP3, DP), grasp CVAE pool time",
+    ),
     "record": (
         "dexh2r_teleop.bench_record:main",
         "2 RGB-D cameras 640x480 @30 Hz + joint states recorded over DDS: kept fraction, MB/s",
