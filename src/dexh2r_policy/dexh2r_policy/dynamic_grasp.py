@@ -88,6 +88,12 @@ class DynamicGraspConfig:
     moved_rad: float = 1e-3  # ... or rotation above these)
     min_points: int = 32  # fewer finite object points is bad input
     giver_clearance_m: float = 0.02  # skip grasps with hand points this close to giver keypoints (0: off)
+    # Approach frames: the network's hand target is moved out of the object (at its predicted
+    # next pose) until every hand point is this far outside (models/penetration.py), when the
+    # object's surface is known (`set_object_surface`). Off by default: it trades success for
+    # safety (docs/policy_motionnet.md, "Collision guard"); off = the paper's protocol.
+    collision_guard: bool = False
+    collision_margin_m: float = 0.010
     close_frames: int = 5
     squeeze_rad: float = 0.15
     squeeze_joints: tuple[str, ...] = DEFAULT_SQUEEZE_JOINTS
@@ -434,9 +440,29 @@ class DynamicGrasp:
         # ([C, 4, 4] world -> [C], lower is better, inf = unreachable; e.g. the arm's joint travel
         # time by IK) that ranks the goal candidates instead of their rotation angle.
         self.reach_cost = None
+        self.collision_guard = None  # set_object_surface
         if pool is not None:
             self.set_pool(pool)
         self.state = _State()
+
+    def set_object_surface(self, points: np.ndarray, normals: np.ndarray, hand_surface=None) -> None:
+        """The object's surface sample with outward normals (object frame): enables the collision
+        guard of approach targets (`collision_guard`). `hand_surface`: the hand points it keeps
+        outside (default: 225 points of this robot's hand)."""
+        from dexh2r_policy.models.penetration import CollisionGuard
+
+        points, normals = np.asarray(points, np.float64), np.asarray(normals, np.float64)
+        if points.ndim != 2 or points.shape[1] != 3 or normals.shape != points.shape or len(points) < 10:
+            raise BadInputError(
+                f"object surface: points and normals [N>=10, 3], got {points.shape} / {normals.shape}"
+            )
+        if not (np.isfinite(points).all() and np.isfinite(normals).all()):
+            raise BadInputError("object surface: NaN or inf in the points or normals")
+        if hand_surface is None:
+            from dexh2r_policy.models.hand_surface import HandSurface
+
+            hand_surface = HandSurface.for_robot(self.hand_surface.robot.config.name, 225)
+        self.collision_guard = CollisionGuard(points, normals, hand_surface, self.config.collision_margin_m)
 
     def set_pool(self, pool: ObjectGraspPool) -> None:
         """A new object's pool (its hand surface points are computed once here)."""
@@ -510,6 +536,11 @@ class DynamicGrasp:
             np.linalg.norm(obj_pose[:3, 3] - s.prev_obj[:3, 3]) > c.moved_m
             or float(rotation_angles(obj_pose[:3, :3], s.prev_obj[:3, :3])) > c.moved_rad
         )
+        # The object one frame ahead (constant velocity): where the target will meet it.
+        obj_next = obj_pose.copy()
+        if s.prev_obj is not None:
+            obj_next[:3, :3] = obj_pose[:3, :3] @ s.prev_obj[:3, :3].T @ obj_pose[:3, :3]
+            obj_next[:3, 3] = 2.0 * obj_pose[:3, 3] - s.prev_obj[:3, 3]
         s.prev_obj = obj_pose
         pool_world = obj_pose[None] @ self.pool.T_obj_hand
         giver = giver_points(giver_keypoints) if giver_keypoints is not None else None
@@ -542,8 +573,11 @@ class DynamicGrasp:
                 s.plan_frame, replanned = s.frame, True
             i = min(s.frame - s.plan_frame, len(s.plan[0]) - 1)
             d = float(np.linalg.norm(pool_world[s.goal, :3, 3] - hand.T_world_hand[:3, 3]))
+            T_next = s.plan[0][i]
+            if c.collision_guard and self.collision_guard is not None:
+                T_next, _ = self.collision_guard.apply(T_next, s.plan[1][i], obj_next)
             return target(
-                s.plan[0][i], s.plan[1][i], goal=s.goal, distance_m=d, replanned=replanned, from_network=True
+                T_next, s.plan[1][i], goal=s.goal, distance_m=d, replanned=replanned, from_network=True
             )
         if c.align_style == "pregrasp" and s.phase in ("align", "close"):
             return self._align_pregrasp(obj_pose, pool_world, giver, hand, target)

@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dexh2r_policy.models.penetration import Penetration
+
 SPLITS = {"train": "motionnet_train", "test": "motionnet_test", "val": "dp_val"}
 DEFAULT_CHECKPOINT = "checkpoints/motionnet_small.pt"
 DEFAULT_CHECKPOINTS = {
@@ -56,27 +58,6 @@ DEFAULT_CHECKPOINTS = {
 TRAIN_CONFIGS = {"motionnet": "motionnet_small", "dp3": "dp3_small", "dp": "dp_small"}
 DIFFUSION_SEED_FRAMES = 5  # the paper's recorded seed (frames 0-4), for DP / DP3 as for MotionNet
 DEFAULT_CONFIG = "policy/motionnet_small.yaml"
-
-
-class Penetration:
-    """Penetration depth of the hand in an object (object-frame surface points with normals)."""
-
-    def __init__(self, obj_points: np.ndarray, obj_normals: np.ndarray, hand_surface) -> None:
-        from scipy.spatial import cKDTree
-
-        self.points = np.asarray(obj_points, dtype=np.float64)
-        self.normals = np.asarray(obj_normals, dtype=np.float64)
-        self.tree = cKDTree(self.points)
-        self.hs = hand_surface
-
-    def depth(self, T_world_hand: np.ndarray, finger_q: np.ndarray, T_world_obj: np.ndarray) -> float:
-        """Deepest hand surface point inside the object (m, 0 when none)."""
-        from dexh2r_policy.models.geometry import from_frame, to_frame
-
-        P = to_frame(T_world_obj, from_frame(T_world_hand, self.hs.points(finger_q)))
-        dist, idx = self.tree.query(P)
-        inside = ((self.points[idx] - P) * self.normals[idx]).sum(axis=1) > 0
-        return float(dist[inside].max()) if inside.any() else 0.0
 
 
 def run_episode(seq, policy, penetration: Penetration, giver_kp: np.ndarray | None, n_seed: int) -> dict:
@@ -169,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="results folder (default: next to --json)")
     parser.add_argument("--limit", type=int, help="at most this many sequences")
     parser.add_argument("--align-after", type=int, help="override the policy's align_after_frames")
+    parser.add_argument(
+        "--guard-margin",
+        type=float,
+        help="turn on the collision guard of approach targets with this margin (m); default off",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     from tqdm import tqdm
@@ -223,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         pc = replace(pc, replan_every=cfg.model.n_action)
     if args.align_after is not None:
         pc = replace(pc, align_after_frames=args.align_after)
+    if args.guard_margin is not None:
+        pc = replace(pc, collision_guard=True, collision_margin_m=args.guard_margin)
     split = SPLITS.get(args.split, args.split)
     try:
         ds = DexH2RDataset(resolve_data_path(args.data or cfg.data.root))
@@ -268,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                     policy = DynamicGrasp(ep_planner, pool, pc, n_points=cfg.model.n_points, hand_surface=hs)
                 else:
                     policy = DynamicGrasp(planner, pool, pc)
+                if pc.collision_guard:  # the guard's own, coarser sample of the object's surface
+                    policy.set_object_surface(pts[::2], normals[::2])
                 kp = giver_keypoints(seq, sid.path(ds.root))
                 row = run_episode(seq, policy, Penetration(pts, normals, pen_surface), kp, n_seed)
                 rows.append(row)

@@ -125,3 +125,30 @@ def test_penetration_depth() -> None:
     depth = pen.depth(T, q, obj)
     assert depth >= 0.009
     assert pen.depth(T, q, far) == 0.0  # the object 1 m away: nothing inside
+
+
+def test_collision_guard_moves_a_hand_out_of_the_object_and_keeps_its_posture():
+    from dexh2r_policy.models.hand_surface import HandSurface
+    from dexh2r_policy.models.penetration import CollisionGuard, Penetration
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(2000, 3))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    sphere, normals = 0.05 * v, v  # a 5 cm ball
+    hs = HandSurface.for_robot("ur5_shadow", 225)
+    q = np.zeros(hs.n_fingers)
+    T_obj = np.eye(4)
+    T_obj[:3, 3] = [0.6, 0.0, 0.3]
+    T_hand = np.eye(4)
+    T_hand[:3, 3] = T_obj[:3, 3] + [0.0, 0.0, 0.02]  # the hand's root inside the ball
+    metric = Penetration(sphere, normals, HandSurface.for_robot("ur5_shadow", None))
+    assert metric.depth(T_hand, q, T_obj) > 0.01
+    guard = CollisionGuard(sphere[::2], normals[::2], hs, margin_m=0.01)
+    T_out, moved = guard.apply(T_hand, q, T_obj)
+    assert metric.depth(T_out, q, T_obj) == 0.0 and 0.0 < moved < guard.max_push_m
+    assert np.allclose(T_out[:3, :3], T_hand[:3, :3])  # rotation kept
+    out_dir = (T_out[:3, 3] - T_obj[:3, 3]) / np.linalg.norm(T_out[:3, 3] - T_obj[:3, 3])
+    assert out_dir[2] > 0.99  # pushed away from the centre, along the approach ray
+    far = T_hand.copy()
+    far[:3, 3] += [0.0, 0.0, 0.5]
+    assert guard.apply(far, q, T_obj)[1] == 0.0  # a clear target is left alone
