@@ -389,7 +389,7 @@ def test_tracker_uses_the_multi_view_shape_when_one_camera_loses_the_hand():
     both = fuse_observations(views, tracker.config)
     assert not tracker._apply_shape_memory(0.0, both, views, intr), "a multi-view frame is only remembered"
     # The hand moves 5 cm; camera_1 loses it, camera_0's fingertip depths hit the held object.
-    moved = truth + [0.0, 0.05, 0.0]
+    moved = truth + np.array([0.0, 0.05, 0.0])
     bias = np.zeros(NUM_LANDMARKS)
     bias[[4, 8, 12, 16, 20]] = -0.05
     single_view = [_camera_view(cam0, cam0.intrinsics, moved, bias)]
@@ -399,7 +399,9 @@ def test_tracker_uses_the_multi_view_shape_when_one_camera_loses_the_hand():
     assert np.linalg.norm(single.points - moved, axis=1).max() < 3e-3 < direct_error
     # Too old a shape (another grasp by now) is not used; nor when the option is off.
     stale = fuse_observations(single_view, tracker.config)
-    assert not tracker._apply_shape_memory(0.5 + tracker.config.shape_memory_max_age_s + 1, stale, single_view, intr)
+    assert not tracker._apply_shape_memory(
+        0.5 + tracker.config.shape_memory_max_age_s + 1, stale, single_view, intr
+    )
     off = HandTracker(calibration, config_with_memory(False), model_factory=lambda: None)
     assert not off.config.shape_memory
 

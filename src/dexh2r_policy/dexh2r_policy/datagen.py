@@ -298,16 +298,18 @@ def episodes(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from dexh2r_core.config import ConfigError
-    from dexh2r_policy.data.dexh2r_layout import write_object_surface, write_split
+    from dexh2r_policy.data.dexh2r_layout import write_split
     from dexh2r_policy.episodes import (
         EpisodeConfig,
         episode_scenarios,
+        object_entry,
         object_name,
         subject_names,
         subject_of,
+        write_objects,
     )
     from dexh2r_policy.grasps.pool import pool_filename
-    from dexh2r_sim.objects import ObjectLibrary, UnknownObjectError, sample_surface_points
+    from dexh2r_sim.objects import ObjectLibrary, UnknownObjectError
     from dexh2r_sim.scenario import load_scenario_set
 
     library = ObjectLibrary()
@@ -382,22 +384,8 @@ def episodes(argv: list[str]) -> int:
     for r in rows:
         if r.get("sequence"):
             name = object_name(r["object_id"], r["object_scale"])
-            objects[name] = {
-                "object_id": r["object_id"],
-                "scale": r["object_scale"],
-                "split": "test" if r["object_id"] in held_out else "train",
-                "pool_file": str(Path(args.pools) / pool_filename(r["object_id"], r["object_scale"])),
-            }
-    for name, o in objects.items():
-        obj = library.get(o["object_id"], scale=o["scale"])
-        if not (out / "obj_surface_pcd_4096" / f"{name}.ply").exists():
-            points, normals = sample_surface_points(obj, n=config.surface_points, seed=0)
-            write_object_surface(out, name, points, normals)
-        mesh_path = out / "object_model" / f"{name}.obj"
-        if not mesh_path.exists():
-            mesh_path.parent.mkdir(parents=True, exist_ok=True)
-            obj.mesh.export(mesh_path)
-    (out / "objects.json").write_text(json.dumps({"pools": args.pools, "objects": objects}, indent=2))
+            objects[name] = object_entry(r["object_id"], r["object_scale"], held_out, args.pools)
+    write_objects(out, objects, args.pools, library, config.surface_points)
     train_sub, val_sub, test_sub = subject_names(config)
     write_split(
         out,

@@ -770,24 +770,36 @@ def bench_step(
     torch.manual_seed(seed)
     c = config or DynamicGraspConfig(align_after_frames=10**9)
     planner = MotionNetPlanner(model)
-    T_pool = np.repeat(np.eye(4)[None], pool_size, axis=0)
-    from scipy.spatial.transform import Rotation
-
-    T_pool[:, :3, :3] = Rotation.random(pool_size, random_state=seed).as_matrix()
-    T_pool[:, :3, 3] = rng.normal(scale=0.08, size=(pool_size, 3))
-    pool = ObjectGraspPool(T_pool, rng.uniform(0, 0.5, size=(pool_size, planner.hand_surface.n_fingers)))
+    pool = synthetic_pool(rng, seed, pool_size, planner.hand_surface.n_fingers)
     policy = DynamicGrasp(planner, pool, c)
     cloud = rng.normal(scale=0.04, size=(cloud_points, 3))
     hand = HandState(np.eye(4), np.zeros(planner.hand_surface.n_fingers))
     hand.T_world_hand[:3, 3] = [0.5, 0.0, 0.3]
+    return bench_loop(policy, cloud, hand, steps, c.frame_dt_s, lambda i: [0.0, 0.01 * np.sin(i / 10), 0.3])
+
+
+def synthetic_pool(rng: np.random.Generator, seed: int, pool_size: int, n_fingers: int) -> ObjectGraspPool:
+    """A random grasp pool for the latency benches."""
+    from scipy.spatial.transform import Rotation
+
+    T_pool = np.repeat(np.eye(4)[None], pool_size, axis=0)
+    T_pool[:, :3, :3] = Rotation.random(pool_size, random_state=seed).as_matrix()
+    T_pool[:, :3, 3] = rng.normal(scale=0.08, size=(pool_size, 3))
+    return ObjectGraspPool(T_pool, rng.uniform(0, 0.5, size=(pool_size, n_fingers)))
+
+
+def bench_loop(policy, cloud, hand, steps, frame_dt_s, obj_at, follow=None) -> dict[str, float]:
+    """Times `steps` policy steps on an object moving to `obj_at(i)` (xyz) with `cloud` around it;
+    the kinematic hand takes each target (`follow(target)` when given). The first 10 steps warm up.
+    Returns step p50 / p95 / max and the re-plan steps' p95 (ms), and the torch thread count."""
     times, plan_times = [], []
     for i in range(steps):
         obj = np.eye(4)
-        obj[:3, 3] = [0.0, 0.01 * np.sin(i / 10), 0.3]
+        obj[:3, 3] = obj_at(i)
         t0 = time.perf_counter()
-        tgt = policy.step(i * c.frame_dt_s, obj, cloud + obj[:3, 3], None, hand)
+        tgt = policy.step(i * frame_dt_s, obj, cloud + obj[:3, 3], None, hand)
         dt = (time.perf_counter() - t0) * 1000.0
-        hand = HandState(tgt.T_world_hand, tgt.finger_q)
+        hand = follow(tgt) if follow is not None else HandState(tgt.T_world_hand, tgt.finger_q)
         if i >= 10:
             times.append(dt)
             if tgt.replanned:

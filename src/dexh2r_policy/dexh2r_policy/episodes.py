@@ -87,6 +87,40 @@ def object_name(object_id: str, scale: float = 1.0) -> str:
     return pool_filename(object_id, scale)[: -len(".npz")]
 
 
+def object_entry(object_id: str, scale: float, held_out: set[str], pools: str) -> dict:
+    """An `objects.json` entry: library id, scale, split (test when held out), grasp pool file."""
+    from dexh2r_policy.grasps.pool import pool_filename
+
+    return {
+        "object_id": object_id,
+        "scale": scale,
+        "split": "test" if object_id in held_out else "train",
+        "pool_file": str(Path(pools) / pool_filename(object_id, scale)),
+    }
+
+
+def write_objects(
+    root: Path, objects: dict[str, dict], pools: str, library, surface_points: int = 4096
+) -> None:
+    """A dataset root's object files: per object (`object_entry`s by layout name) its surface samples
+    with normals (seed 0) and its mesh, each kept when already there; then `objects.json`."""
+    import json
+
+    from dexh2r_policy.data.dexh2r_layout import write_object_surface
+    from dexh2r_sim.objects import sample_surface_points
+
+    for name, o in objects.items():
+        obj = library.get(o["object_id"], scale=o["scale"])
+        if not (root / "obj_surface_pcd_4096" / f"{name}.ply").exists():
+            points, normals = sample_surface_points(obj, n=surface_points, seed=0)
+            write_object_surface(root, name, points, normals)
+        mesh_path = root / "object_model" / f"{name}.obj"
+        if not mesh_path.exists():
+            mesh_path.parent.mkdir(parents=True, exist_ok=True)
+            obj.mesh.export(mesh_path)
+    (root / "objects.json").write_text(json.dumps({"pools": pools, "objects": objects}, indent=2))
+
+
 def subject_names(config: EpisodeConfig) -> tuple[list[str], list[str], list[str]]:
     """(train, val, test) subject names: `giver00` ...; the last ones are val, then test."""
     names = [f"giver{k:02d}" for k in range(config.n_subjects)]
@@ -223,13 +257,18 @@ class ObjectCloudRecorder:
         return pts
 
     def _facing(self, T: np.ndarray) -> np.ndarray:
-        """Model surface samples (world) whose normal faces at least one camera (no occlusion)."""
-        p = self.model.points @ T[:3, :3].T + T[:3, 3]
-        n = self.model.normals @ T[:3, :3].T
-        facing = np.zeros(len(p), bool)
-        for eye in self.cameras:
-            facing |= np.einsum("ij,ij->i", n, eye - p) > 0.0
-        return p[facing] if facing.any() else p
+        return facing_points(self.model.points, self.model.normals, T, self.cameras)
+
+
+def facing_points(points: np.ndarray, normals: np.ndarray, T: np.ndarray, cameras) -> np.ndarray:
+    """Surface samples posed by T (world) whose normal faces at least one camera position (no
+    occlusion); all of them when none does."""
+    p = points @ T[:3, :3].T + T[:3, 3]
+    n = normals @ T[:3, :3].T
+    facing = np.zeros(len(p), bool)
+    for eye in cameras:
+        facing |= np.einsum("ij,ij->i", n, eye - p) > 0.0
+    return p[facing] if facing.any() else p
 
 
 # ---- recording -------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dexh2r_policy.checkpoint import export_half, model_state, read_checked, write_checkpoint
 from dexh2r_policy.models.geometry import (
     from_frame,
     inverse,
@@ -322,57 +323,19 @@ def compose(T_cur: np.ndarray, q_cur: np.ndarray, out: np.ndarray) -> tuple[np.n
 
 def save_checkpoint(path: str | Path, model: MotionNet, **extra: Any) -> Path:
     """Atomic write: {'format', 'version', 'model_config', 'model', **extra}."""
-    from dexh2r_core.config import to_dict
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "model_config": to_dict(model.config),
-        "model": model.state_dict(),
-        **extra,
-    }
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
+    return write_checkpoint(path, model_state(CHECKPOINT_FORMAT, CHECKPOINT_VERSION, model, **extra))
 
 
 def export_weights(src: str | Path, dst: str | Path) -> Path:
     """A small deployable copy of a training checkpoint: the weights in float16, the model and
     training config, data hash and step kept, the optimizer state dropped (~1/6 of the size).
     `load_motionnet` reads it back into a float32 model."""
-    ckpt = read_checkpoint(src)
-    keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "model", "rng")}
-    weights = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    torch.save({**keep, "model": weights, "exported_from": str(src)}, tmp)
-    tmp.replace(dst)
-    return dst
+    return export_half(read_checkpoint(src), src, dst, drop=("optimizer", "rng"))
 
 
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint dict, checked (CheckpointError names the file and the fault)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: not a MotionNet checkpoint "
-            f"(format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})"
-        )
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint version {ckpt.get('version')}, this code reads {CHECKPOINT_VERSION}"
-        )
-    return ckpt
+    return read_checked(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "MotionNet", CheckpointError)
 
 
 def load_motionnet(path: str | Path) -> tuple[MotionNet, dict]:

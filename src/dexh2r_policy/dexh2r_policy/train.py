@@ -373,6 +373,192 @@ def evaluate(model: MotionNet, loader, cfg: TrainConfig, device, max_batches: in
     return {"val_loss": float(np.mean(losses)), "val_trans_cm": float(np.mean(trans))}
 
 
+# ---- shared by the trainers (MotionNet here, DP / DP3, grasp CVAE) ---------------------------------
+
+
+def fail(msg: str) -> int:
+    """Print a trainer's setup fault and return its exit status."""
+    print(f"dexh2r train: {msg}", file=sys.stderr)
+    return 2
+
+
+def add_trainer_args(
+    parser: argparse.ArgumentParser,
+    data_help: str = "DexH2R-layout root (overrides data.root)",
+    pools_help: str = "grasp pool folder (overrides data.pools)",
+) -> None:
+    """The data / run overrides and --resume every trainer takes (`parse_trainer_args` ends the list)."""
+    parser.add_argument("--data", help=data_help)
+    parser.add_argument("--pools", help=pools_help)
+    parser.add_argument("--out", help="run folder (overrides run.out)")
+    parser.add_argument("--steps", type=int, help="overrides run.steps")
+    parser.add_argument("--seed", type=int, help="overrides run.seed")
+    parser.add_argument("--resume", nargs="?", const="last", help="continue from <out>/last.pt or CKPT")
+    parser.add_argument("--ignore-data-hash", action="store_true", help="resume although the data changed")
+
+
+def parse_trainer_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Adds the last common options (--set, --no-progress) and parses `argv` (None: sys.argv)."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+
+def trainer_overrides(args: argparse.Namespace) -> dict:
+    """Config overrides of the command line: the --set pairs, then --data / --pools / --out / ..."""
+    overrides = _parse_set(args.set)
+    for key, value in (
+        ("data.root", args.data),
+        ("data.pools", args.pools),
+        ("run.out", args.out),
+        ("run.steps", args.steps),
+        ("run.seed", args.seed),
+    ):
+        if value is not None:
+            overrides[key] = value
+    return overrides
+
+
+def setup_run(
+    cfg, no_progress: bool, auto_device: str | None = None, distributed: bool = True
+) -> tuple[Path, torch.device, Dist, bool]:
+    """(run folder, device, DDP info, show progress) of a loaded config; sets the torch threads and
+    seeds python / numpy / torch with run.seed. Device `auto`: `auto_device`, else a GPU when there
+    is one. `distributed`: join the torchrun process group (WORLD_SIZE > 1)."""
+    out = resolve_data_path(cfg.run.out or f"runs/train/{cfg.name}")
+    device_name = cfg.run.device
+    if device_name == "auto":
+        device_name = auto_device or ("cuda" if torch.cuda.is_available() else "cpu")
+    d = setup_distributed(device_name) if distributed else Dist()
+    device = torch.device(device_name, d.local_rank) if device_name == "cuda" else torch.device("cpu")
+    if cfg.run.threads > 0:
+        torch.set_num_threads(cfg.run.threads)
+    seed = cfg.run.seed
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return out, device, d, d.main and not no_progress
+
+
+def load_split(data: DataConfig):
+    """(dataset, pools, train ids, val ids, data hash) of a data section: the split file's train
+    and val splits (capped by max_sequences; no val split: the last val_fraction of the training
+    sequences). DatasetError when the training split is empty."""
+    from dexh2r_policy.data.dexh2r_layout import DatasetError, DexH2RDataset
+
+    ds = DexH2RDataset(resolve_data_path(data.root))
+    pools = PoolLibrary(resolve_data_path(data.pools), data.stable_only)
+    train_ids = ds.sequence_ids(data.train_split)
+    val_ids = ds.sequence_ids(data.val_split) if data.val_split else []
+    if data.max_sequences:
+        train_ids, val_ids = train_ids[: data.max_sequences], val_ids[: data.max_sequences]
+    if not val_ids and data.val_fraction > 0 and len(train_ids) > 1:
+        k = max(1, round(len(train_ids) * data.val_fraction))
+        val_ids, train_ids = train_ids[-k:], train_ids[:-k]
+    if not train_ids:
+        raise DatasetError(f"{ds.root}: split '{data.train_split}' has no sequences")
+    return ds, pools, train_ids, val_ids, data_hash(ds.root, train_ids + val_ids, pools)
+
+
+def export_cli(export_weights, error: type[Exception], src_dst: list[str], mb_digits: int) -> int:
+    """--export CKPT OUT: write the float16 copy and print its size (exit status 2 on `error`)."""
+    try:
+        out = export_weights(*src_dst)
+    except error as exc:
+        return fail(str(exc))
+    print(f"exported {src_dst[0]} -> {out} ({out.stat().st_size / 1e6:.{mb_digits}f} MB)")
+    return 0
+
+
+def read_resume(
+    args: argparse.Namespace,
+    out: Path,
+    read,
+    error: type[Exception],
+    dhash: str,
+    model_config: dict | None = None,
+):
+    """(path, checkpoint) of --resume (`<out>/last.pt` or the file given) read by `read`, its data
+    hash checked unless --ignore-data-hash, and its model config when `model_config` is given;
+    None (fault printed) when it cannot be used."""
+    path = out / "last.pt" if args.resume == "last" else Path(args.resume)
+    try:
+        ckpt = read(path)
+    except error as exc:
+        fail(f"--resume: {exc}")
+        return None
+    if ckpt.get("data_hash") != dhash and not args.ignore_data_hash:
+        fail(
+            f"--resume: {path} was trained on other data (hash {ckpt.get('data_hash')}, now {dhash}); "
+            "pass --ignore-data-hash to continue anyway"
+        )
+        return None
+    if model_config is not None and ckpt.get("model_config") != model_config:
+        fail(f"--resume: {path} holds another model config")
+        return None
+    return path, ckpt
+
+
+def train_state(cfg, dhash: str, step: int, opt: torch.optim.Optimizer, best: float) -> dict:
+    """A training checkpoint's run part: config, data hash, step, optimiser, best val, RNG states."""
+    from dexh2r_core.config import to_dict
+
+    return {
+        "config": to_dict(cfg),
+        "data_hash": dhash,
+        "step": step,
+        "optimizer": opt.state_dict(),
+        "best_val": best,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+    }
+
+
+def restore_rng(ckpt: dict) -> None:
+    """The RNG states saved by `train_state`."""
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    np.random.set_state(ckpt["rng"]["numpy"])
+    random.setstate(ckpt["rng"]["python"])
+
+
+def open_log(out: Path, cfg, resume, header: list[str]):
+    """(file, csv writer) of `<out>/log.csv`, appended to on --resume; writes `<out>/config.yaml`."""
+    from dexh2r_core.config import to_dict
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    new = not (out / "log.csv").exists() or not resume
+    log_file = (out / "log.csv").open("w" if new else "a", newline="")
+    log = csv.writer(log_file)
+    if new:
+        log.writerow(header)
+    return log_file, log
+
+
+def due(step: int, run: RunConfig, *every: int) -> bool:
+    """Whether `step` is the last or a multiple of one of `every` (validate / log / save)."""
+    return step == run.steps or any(step % e == 0 for e in every)
+
+
+def optimizer_step(
+    opt: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor, clip: float
+) -> None:
+    """Backward and one optimiser step, the gradient norm clipped to `clip` (0: off)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+
+
+def finish_distributed(d: Dist) -> None:
+    """Wait for every process and leave the process group (DDP only)."""
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 # A config's top-level `method:` picks its trainer (absent: motionnet, this module). Each trainer
 # is `main(argv) -> int` taking the same command line as `dexh2r train`.
 TRAINERS: dict[str, str] = {
@@ -430,101 +616,49 @@ def train_motionnet(argv: list[str] | None = None) -> int:
         metavar=("CKPT", "OUT"),
         help="write a float16 weights-only copy of CKPT and exit",
     )
-    parser.add_argument("--data", help="DexH2R-layout root (overrides data.root)")
-    parser.add_argument("--pools", help="grasp pool folder (overrides data.pools)")
-    parser.add_argument("--out", help="run folder (overrides run.out)")
-    parser.add_argument("--steps", type=int, help="overrides run.steps")
-    parser.add_argument("--seed", type=int, help="overrides run.seed")
-    parser.add_argument("--resume", nargs="?", const="last", help="continue from <out>/last.pt or CKPT")
-    parser.add_argument("--ignore-data-hash", action="store_true", help="resume although the data changed")
+    add_trainer_args(parser)
     parser.add_argument(
         "--init", metavar="CKPT", help="start from these model weights (fine-tuning; fresh optimiser, step 0)"
     )
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_trainer_args(parser, argv)
     if args.export:
         from dexh2r_policy.motionnet import CheckpointError, export_weights
 
-        try:
-            out = export_weights(*args.export)
-        except CheckpointError as exc:
-            print(f"dexh2r train: {exc}", file=sys.stderr)
-            return 2
-        print(f"exported {args.export[0]} -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
-        return 0
+        return export_cli(export_weights, CheckpointError, args.export, 1)
     if not args.config:
         parser.error("--config is required (or --export CKPT OUT)")
 
     from dexh2r_core.config import ConfigError, to_dict
-    from dexh2r_policy.data.dexh2r_layout import DatasetError, DexH2RDataset
+    from dexh2r_policy.data.dexh2r_layout import DatasetError
     from dexh2r_policy.dynamic_grasp import DynamicGraspError
     from dexh2r_policy.motionnet import CheckpointError
 
-    overrides = _parse_set(args.set)
-    for key, value in (
-        ("data.root", args.data),
-        ("data.pools", args.pools),
-        ("run.out", args.out),
-        ("run.steps", args.steps),
-        ("run.seed", args.seed),
-    ):
-        if value is not None:
-            overrides[key] = value
     try:
-        cfg = load_train_config(args.config, overrides)
+        cfg = load_train_config(args.config, trainer_overrides(args))
     except ConfigError as exc:
-        print(f"dexh2r train: {exc}", file=sys.stderr)
-        return 2
-    out = resolve_data_path(cfg.run.out or f"runs/train/{cfg.name}")
-    device_name = cfg.run.device
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    d = setup_distributed(device_name)
-    device = torch.device(device_name, d.local_rank) if device_name == "cuda" else torch.device("cpu")
-    if cfg.run.threads > 0:
-        torch.set_num_threads(cfg.run.threads)
+        return fail(str(exc))
+    out, device, d, show = setup_run(cfg, args.no_progress)
     seed = cfg.run.seed
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    show = d.main and not args.no_progress
 
     try:
-        ds = DexH2RDataset(resolve_data_path(cfg.data.root))
-        pools = PoolLibrary(resolve_data_path(cfg.data.pools), cfg.data.stable_only)
-        train_ids = ds.sequence_ids(cfg.data.train_split)
-        val_ids = ds.sequence_ids(cfg.data.val_split) if cfg.data.val_split else []
-        if cfg.data.max_sequences:
-            train_ids, val_ids = train_ids[: cfg.data.max_sequences], val_ids[: cfg.data.max_sequences]
-        if not val_ids and cfg.data.val_fraction > 0 and len(train_ids) > 1:
-            k = max(1, round(len(train_ids) * cfg.data.val_fraction))
-            val_ids, train_ids = train_ids[-k:], train_ids[:-k]
-        if not train_ids:
-            raise DatasetError(f"{ds.root}: split '{cfg.data.train_split}' has no sequences")
-        dhash = data_hash(ds.root, train_ids + val_ids, pools)
+        ds, pools, train_ids, val_ids, dhash = load_split(cfg.data)
         train_set = MotionWindows(ds, train_ids, cfg.model, cfg.data, cfg.policy, pools, progress=show)
         val_set = MotionWindows(ds, val_ids, cfg.model, cfg.data, cfg.policy, pools, progress=show)
     except (DatasetError, DynamicGraspError, FileNotFoundError) as exc:
-        print(f"dexh2r train: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     if len(train_set) < 2:
-        print(f"dexh2r train: only {len(train_set)} training windows in {ds.root}", file=sys.stderr)
-        return 2
+        return fail(f"only {len(train_set)} training windows in {ds.root}")
 
     model = MotionNet(cfg.model).to(device)
     if args.init:  # fine-tuning: weights only (float16 exports too), before the optimiser exists
         if args.resume:
-            print("dexh2r train: --init and --resume exclude each other", file=sys.stderr)
-            return 2
+            return fail("--init and --resume exclude each other")
         try:
             init = read_checkpoint(resolve_data_path(args.init))
         except CheckpointError as exc:
-            print(f"dexh2r train: --init: {exc}", file=sys.stderr)
-            return 2
+            return fail(f"--init: {exc}")
         if init.get("model_config") != to_dict(cfg.model):
-            print(f"dexh2r train: --init: {args.init} holds another model config", file=sys.stderr)
-            return 2
+            return fail(f"--init: {args.init} holds another model config")
         weights = init["model"]
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
         if d.main:
@@ -532,28 +666,14 @@ def train_motionnet(argv: list[str] | None = None) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.run.lr, weight_decay=cfg.run.weight_decay)
     step, best = 0, math.inf
     if args.resume:
-        path = out / "last.pt" if args.resume == "last" else Path(args.resume)
-        try:
-            ckpt = read_checkpoint(path)
-        except CheckpointError as exc:
-            print(f"dexh2r train: --resume: {exc}", file=sys.stderr)
+        resumed = read_resume(args, out, read_checkpoint, CheckpointError, dhash, to_dict(cfg.model))
+        if resumed is None:
             return 2
-        if ckpt.get("data_hash") != dhash and not args.ignore_data_hash:
-            print(
-                f"dexh2r train: --resume: {path} was trained on other data (hash {ckpt.get('data_hash')}, "
-                f"now {dhash}); pass --ignore-data-hash to continue anyway",
-                file=sys.stderr,
-            )
-            return 2
-        if ckpt.get("model_config") != to_dict(cfg.model):
-            print(f"dexh2r train: --resume: {path} holds another model config", file=sys.stderr)
-            return 2
+        _, ckpt = resumed
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step, best = int(ckpt["step"]), float(ckpt.get("best_val", math.inf))
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
+        restore_rng(ckpt)
     net = model
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -564,15 +684,12 @@ def train_motionnet(argv: list[str] | None = None) -> int:
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.run.batch_size, **loader_kw)
     writer, log_file, log = None, None, None
     if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        new = not (out / "log.csv").exists() or not args.resume
-        log_file = (out / "log.csv").open("w" if new else "a", newline="")
-        log = csv.writer(log_file)
-        if new:
-            log.writerow(
-                ["step", "epoch", "train_loss", "val_loss", "val_trans_cm", "lr", "ms_per_step", "time"]
-            )
+        log_file, log = open_log(
+            out,
+            cfg,
+            args.resume,
+            ["step", "epoch", "train_loss", "val_loss", "val_trans_cm", "lr", "ms_per_step", "time"],
+        )
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -581,24 +698,13 @@ def train_motionnet(argv: list[str] | None = None) -> int:
             writer = None
 
     def save(name: str, extra: dict) -> None:
-        save_checkpoint(
-            out / name,
-            model,
-            config=to_dict(cfg),
-            data_hash=dhash,
-            step=step,
-            optimizer=opt.state_dict(),
-            best_val=best,
-            rng={"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            **extra,
-        )
+        save_checkpoint(out / name, model, **train_state(cfg, dhash, step, opt, best), **extra)
 
     from tqdm import tqdm
 
     n_batches = len(epoch_batches(len(train_set), cfg.run.batch_size, seed, 0, d, cfg.run.window_chunk))
     if n_batches == 0:
-        print("dexh2r train: fewer training windows than 2 per process", file=sys.stderr)
-        return 2
+        return fail("fewer training windows than 2 per process")
     bar = tqdm(total=cfg.run.steps, initial=step, desc=cfg.name, unit="step", disable=not show or None)
     model.train()
     running, t_last, last_val = [], time.perf_counter(), {}
@@ -614,22 +720,16 @@ def train_motionnet(argv: list[str] | None = None) -> int:
             loss, _ = motion_loss(
                 pred, b["future"], cfg.loss.w_trans, cfg.loss.w_rot, cfg.loss.w_joints, cfg.loss.scale
             )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.run.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.run.grad_clip)
-            opt.step()
+            optimizer_step(opt, model, loss, cfg.run.grad_clip)
             step += 1
             running.append(loss.item())
             bar.update(1)
-            if d.main and (step % cfg.run.val_every == 0 or step == cfg.run.steps):
+            if d.main and due(step, cfg.run, cfg.run.val_every):
                 last_val = evaluate(model, val_loader, cfg, device, cfg.run.val_batches)
                 if last_val["val_loss"] < best:
                     best = last_val["val_loss"]
                     save("best.pt", {"val": last_val})
-            if d.main and (
-                step % cfg.run.log_every == 0 or step == cfg.run.steps or step % cfg.run.val_every == 0
-            ):
+            if d.main and due(step, cfg.run, cfg.run.log_every, cfg.run.val_every):
                 now = time.perf_counter()
                 ms = (now - t_last) * 1000.0 / max(len(running), 1)
                 tl = float(np.mean(running)) if running else float("nan")
@@ -653,16 +753,12 @@ def train_motionnet(argv: list[str] | None = None) -> int:
                 bar.set_postfix(loss=f"{tl:.3f}", val=f"{last_val.get('val_loss', float('nan')):.3f}")
                 running, t_last = [], now
                 last_val = {}
-            if d.main and (step % cfg.run.ckpt_every == 0 or step == cfg.run.steps):
+            if d.main and due(step, cfg.run, cfg.run.ckpt_every):
                 save("last.pt", {})
             if step >= cfg.run.steps:
                 break
     bar.close()
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
+    finish_distributed(d)
     if d.main:
         log_file.close()
         if writer is not None:

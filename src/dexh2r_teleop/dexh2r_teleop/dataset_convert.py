@@ -413,12 +413,9 @@ class SurfaceCloud:
             self.cameras = [cam.T[:3, 3].copy() for cam in load_camera_rig(calibration).cameras]
 
     def __call__(self, T: np.ndarray) -> np.ndarray:
-        p = self.model.points @ T[:3, :3].T + T[:3, 3]
-        n = self.model.normals @ T[:3, :3].T
-        facing = np.zeros(len(p), bool)
-        for eye in self.cameras:
-            facing |= np.einsum("ij,ij->i", n, eye - p) > 0.0
-        return p[facing] if facing.any() else p
+        from dexh2r_policy.episodes import facing_points
+
+        return facing_points(self.model.points, self.model.normals, T, self.cameras)
 
 
 @dataclass
@@ -622,14 +619,9 @@ def find_bags(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
 def _write_dataset(root: Path, episodes: list[Episode], opts: ConvertOptions) -> None:
     import torch
 
-    from dexh2r_policy.data.dexh2r_layout import (
-        EPISODE_INFO_FILE,
-        write_object_surface,
-        write_sequence,
-        write_split,
-    )
-    from dexh2r_policy.grasps.pool import pool_filename
-    from dexh2r_sim.objects import ObjectLibrary, sample_surface_points
+    from dexh2r_policy.data.dexh2r_layout import EPISODE_INFO_FILE, write_sequence, write_split
+    from dexh2r_policy.episodes import object_entry, write_objects
+    from dexh2r_sim.objects import ObjectLibrary
 
     library = ObjectLibrary()
     held_out = set(library.ids("test"))
@@ -639,21 +631,9 @@ def _write_dataset(root: Path, episodes: list[Episode], opts: ConvertOptions) ->
         torch.save(torch.from_numpy(ep.robot_joints), folder / "robot_joints.pt")
         (folder / EPISODE_INFO_FILE).write_text(json.dumps(ep.info, indent=2, default=str))
         oid, scale = ep.row["object_id"], ep.row["object_scale"]
-        objects[ep.sequence.id.object] = {
-            "object_id": oid,
-            "scale": scale,
-            "split": "test" if oid in held_out else "train",
-            "pool_file": str(Path(opts.pools) / pool_filename(oid, scale)),
-        }
+        objects[ep.sequence.id.object] = object_entry(oid, scale, held_out, opts.pools)
     # As `dexh2r datagen episodes`: surface samples, meshes, objects.json, the split file.
-    for name, o in objects.items():
-        obj = library.get(o["object_id"], scale=o["scale"])
-        points, normals = sample_surface_points(obj, n=4096, seed=0)
-        write_object_surface(root, name, points, normals)
-        mesh = root / "object_model" / f"{name}.obj"
-        mesh.parent.mkdir(parents=True, exist_ok=True)
-        obj.mesh.export(mesh)
-    (root / "objects.json").write_text(json.dumps({"pools": opts.pools, "objects": objects}, indent=2))
+    write_objects(root, objects, opts.pools, library)
     subjects = sorted({ep.sequence.id.subject for ep in episodes})
     write_split(
         root,

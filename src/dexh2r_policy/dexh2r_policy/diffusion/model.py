@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dexh2r_policy.checkpoint import export_half, read_checked, write_checkpoint
 from dexh2r_policy.diffusion.encoders import DepthCNN, DP3Encoder, StateMLP, VirtualCamera
 from dexh2r_policy.diffusion.scheduler import NoiseScheduler
 from dexh2r_policy.diffusion.unet import ConditionalUnet1D
@@ -335,9 +336,6 @@ def save_checkpoint(path: str | Path, model: DiffusionPolicyModel, **extra: Any)
     `model` holds the weights used for inference (the EMA weights in training checkpoints)."""
     from dexh2r_core.config import to_dict
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -347,30 +345,21 @@ def save_checkpoint(path: str | Path, model: DiffusionPolicyModel, **extra: Any)
         "model": model.state_dict(),
         **extra,
     }
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
+    return write_checkpoint(path, state)
 
 
 def read_checkpoint(path: str | Path, method: str | None = None) -> dict:
     """The checkpoint dict, checked; `method` ("dp" / "dp3") must match when given."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
-    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if fmt != CHECKPOINT_FORMAT:
-        what = "a MotionNet checkpoint" if fmt == "dexh2r-motionnet" else f"format {fmt!r}"
-        raise CheckpointError(f"{path}: not a DP/DP3 checkpoint ({what})")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint version {ckpt.get('version')}, this code reads {CHECKPOINT_VERSION}"
-        )
+    ckpt = read_checked(
+        path,
+        CHECKPOINT_FORMAT,
+        CHECKPOINT_VERSION,
+        "DP/DP3",
+        CheckpointError,
+        known={"dexh2r-motionnet": "a MotionNet checkpoint"},
+    )
     if method is not None and ckpt.get("method") != method:
-        raise CheckpointError(f"{path}: a {ckpt.get('method')} checkpoint, not {method}")
+        raise CheckpointError(f"{Path(path)}: a {ckpt.get('method')} checkpoint, not {method}")
     return ckpt
 
 
@@ -397,15 +386,7 @@ def load_diffusion(path: str | Path, method: str | None = None) -> tuple[Diffusi
 def export_weights(src: str | Path, dst: str | Path) -> Path:
     """A small deployable copy: the inference (EMA) weights in float16, configs, data hash and
     step kept; optimiser, raw weights and RNG state dropped."""
-    ckpt = read_checkpoint(src)
-    keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "model", "raw_model", "ema", "rng")}
-    weights = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    torch.save({**keep, "model": weights, "exported_from": str(src)}, tmp)
-    tmp.replace(dst)
-    return dst
+    return export_half(read_checkpoint(src), src, dst, drop=("optimizer", "raw_model", "ema", "rng"))
 
 
 __all__ = [

@@ -21,7 +21,6 @@ episode is reproducible.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import replace
 
@@ -152,42 +151,28 @@ def bench_diffusion(
     step samples a plan): p50 / p95 / max, and the re-plan steps' p95."""
     from scipy.spatial.transform import Rotation
 
-    from dexh2r_policy.dynamic_grasp import DynamicGraspConfig, HandState, ObjectGraspPool
+    from dexh2r_policy.dynamic_grasp import DynamicGraspConfig, HandState, bench_loop, synthetic_pool
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     c = DynamicGraspConfig(align_after_frames=10**9)
-    T_pool = np.repeat(np.eye(4)[None], pool_size, axis=0)
-    T_pool[:, :3, :3] = Rotation.random(pool_size, random_state=seed).as_matrix()
-    T_pool[:, :3, 3] = rng.normal(scale=0.08, size=(pool_size, 3))
-    pool = ObjectGraspPool(T_pool, rng.uniform(0, 0.5, size=(pool_size, 22)))
+    pool = synthetic_pool(rng, seed, pool_size, 22)
     policy = diffusion_policy(model, pool, c, seed=seed)
     cloud = rng.normal(scale=0.04, size=(cloud_points, 3))
     T_hand = Rotation.from_rotvec([1.5, 0.2, 0.4]).as_matrix()
     hand = HandState(np.eye(4), np.zeros(22))
     hand.T_world_hand[:3, :3] = T_hand
     hand.T_world_hand[:3, 3] = [0.4, 0.0, 0.5]
-    times, plan_times = [], []
-    for i in range(steps):
-        obj = np.eye(4)
-        obj[:3, 3] = [0.7, 0.05 * np.sin(i / 10), 0.45]
-        t0 = time.perf_counter()
-        tgt = policy.step(i * c.frame_dt_s, obj, cloud + obj[:3, 3], None, hand)
-        dt = (time.perf_counter() - t0) * 1000.0
+    return bench_loop(
+        policy,
+        cloud,
+        hand,
+        steps,
+        c.frame_dt_s,
+        lambda i: [0.7, 0.05 * np.sin(i / 10), 0.45],
         # The kinematic hand follows the target (kept sane if an untrained model wanders off).
-        hand = HandState(tgt.T_world_hand, np.clip(tgt.finger_q, -0.5, 1.6))
-        if i >= 10:
-            times.append(dt)
-            if tgt.replanned:
-                plan_times.append(dt)
-    t = np.array(times)
-    return {
-        "step_ms_p50": float(np.percentile(t, 50)),
-        "step_ms_p95": float(np.percentile(t, 95)),
-        "step_ms_max": float(t.max()),
-        "plan_ms_p95": float(np.percentile(plan_times, 95)) if plan_times else float("nan"),
-        "threads": torch.get_num_threads(),
-    }
+        follow=lambda tgt: HandState(tgt.T_world_hand, np.clip(tgt.finger_q, -0.5, 1.6)),
+    )
 
 
 def bench_dp3(

@@ -27,9 +27,7 @@ ms/step), `last.pt`, `best.pt` (lowest val translation error); checkpoints hold 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,7 +36,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import yaml
 
 from dexh2r_policy.diffusion.model import (
     ACTION_DIM,
@@ -51,16 +48,27 @@ from dexh2r_policy.diffusion.model import (
     read_checkpoint,
     save_checkpoint,
 )
-from dexh2r_policy.dynamic_grasp import DynamicGraspConfig, PoolLibrary
+from dexh2r_policy.dynamic_grasp import DynamicGraspConfig
 from dexh2r_policy.train import (
     DataConfig,
     RunConfig,
     _collate,
-    _parse_set,
-    data_hash,
+    add_trainer_args,
+    due,
     epoch_batches,
+    export_cli,
+    fail,
+    finish_distributed,
+    load_split,
+    open_log,
+    optimizer_step,
+    parse_trainer_args,
+    read_resume,
     resolve_data_path,
-    setup_distributed,
+    restore_rng,
+    setup_run,
+    train_state,
+    trainer_overrides,
 )
 
 
@@ -264,77 +272,28 @@ def main(argv: list[str] | None = None) -> int:
         "--export", nargs=2, metavar=("CKPT", "OUT"), help="write a float16 inference copy of CKPT and exit"
     )
     parser.add_argument("--export-to", metavar="OUT", help="after training, export best.pt (float16) to OUT")
-    parser.add_argument("--data", help="DexH2R-layout root (overrides data.root)")
-    parser.add_argument("--pools", help="grasp pool folder (overrides data.pools; used by the evaluation)")
-    parser.add_argument("--out", help="run folder (overrides run.out)")
-    parser.add_argument("--steps", type=int, help="overrides run.steps")
-    parser.add_argument("--seed", type=int, help="overrides run.seed")
-    parser.add_argument("--resume", nargs="?", const="last", help="continue from <out>/last.pt or CKPT")
-    parser.add_argument("--ignore-data-hash", action="store_true", help="resume although the data changed")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-
-    def fail(msg: str) -> int:
-        print(f"dexh2r train: {msg}", file=sys.stderr)
-        return 2
+    add_trainer_args(parser, pools_help="grasp pool folder (overrides data.pools; used by the evaluation)")
+    args = parse_trainer_args(parser, argv)
 
     if args.export:
-        try:
-            out = export_weights(*args.export)
-        except CheckpointError as exc:
-            return fail(str(exc))
-        print(f"exported {args.export[0]} -> {out} ({out.stat().st_size / 1e6:.2f} MB)")
-        return 0
+        return export_cli(export_weights, CheckpointError, args.export, 2)
     if not args.config:
         parser.error("--config is required (or --export CKPT OUT)")
 
     from dexh2r_core.config import ConfigError, to_dict
-    from dexh2r_policy.data.dexh2r_layout import DatasetError, DexH2RDataset
+    from dexh2r_policy.data.dexh2r_layout import DatasetError
     from dexh2r_policy.dynamic_grasp import DynamicGraspError
 
-    overrides = _parse_set(args.set)
-    for key, value in (
-        ("data.root", args.data),
-        ("data.pools", args.pools),
-        ("run.out", args.out),
-        ("run.steps", args.steps),
-        ("run.seed", args.seed),
-    ):
-        if value is not None:
-            overrides[key] = value
     try:
-        cfg = load_diffusion_config(args.config, overrides)
+        cfg = load_diffusion_config(args.config, trainer_overrides(args))
     except (ConfigError, ValueError) as exc:
         return fail(str(exc))
     method = cfg.method
-    out = resolve_data_path(cfg.run.out or f"runs/train/{cfg.name}")
-    device_name = cfg.run.device
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    d = setup_distributed(device_name)
-    device = torch.device(device_name, d.local_rank) if device_name == "cuda" else torch.device("cpu")
-    if cfg.run.threads > 0:
-        torch.set_num_threads(cfg.run.threads)
+    out, device, d, show = setup_run(cfg, args.no_progress)
     seed = cfg.run.seed
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    show = d.main and not args.no_progress
 
     try:
-        ds = DexH2RDataset(resolve_data_path(cfg.data.root))
-        pools = PoolLibrary(resolve_data_path(cfg.data.pools), cfg.data.stable_only)
-        train_ids = ds.sequence_ids(cfg.data.train_split)
-        val_ids = ds.sequence_ids(cfg.data.val_split) if cfg.data.val_split else []
-        if cfg.data.max_sequences:
-            train_ids, val_ids = train_ids[: cfg.data.max_sequences], val_ids[: cfg.data.max_sequences]
-        if not val_ids and cfg.data.val_fraction > 0 and len(train_ids) > 1:
-            k = max(1, round(len(train_ids) * cfg.data.val_fraction))
-            val_ids, train_ids = train_ids[-k:], train_ids[:-k]
-        if not train_ids:
-            raise DatasetError(f"{ds.root}: split '{cfg.data.train_split}' has no sequences")
-        dhash = data_hash(ds.root, train_ids + val_ids, pools)
+        ds, _, train_ids, val_ids, dhash = load_split(cfg.data)
         objects = sorted({sid.object for sid in train_ids + val_ids})
         t0 = time.perf_counter()
         train_set = DiffusionWindows(ds, train_ids, method, cfg.model, cfg.data, cfg.policy, objects, show)
@@ -362,16 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         model.set_aux_objects(*surfaces)
     step, best = 0, math.inf
     if args.resume:
-        path = out / "last.pt" if args.resume == "last" else Path(args.resume)
-        try:
-            ckpt = read_checkpoint(path, method)
-        except CheckpointError as exc:
-            return fail(f"--resume: {exc}")
-        if ckpt.get("data_hash") != dhash and not args.ignore_data_hash:
-            return fail(
-                f"--resume: {path} was trained on other data (hash {ckpt.get('data_hash')}, now {dhash}); "
-                "pass --ignore-data-hash to continue anyway"
-            )
+        resumed = read_resume(args, out, lambda p: read_checkpoint(p, method), CheckpointError, dhash)
+        if resumed is None:
+            return 2
+        path, ckpt = resumed
         if ckpt.get("model_config") != to_dict(cfg.model) or "raw_model" not in ckpt:
             return fail(f"--resume: {path} holds another model config (or is an exported copy)")
         model.load_state_dict(ckpt["raw_model"])
@@ -380,9 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             ema.model.load_state_dict(ckpt["model"])
             ema.steps = int(ckpt.get("ema_steps", 0))
         step, best = int(ckpt["step"]), float(ckpt.get("best_val", math.inf))
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
+        restore_rng(ckpt)
     infer = ema.model if ema is not None else model
     net = model
     if d.world > 1:
@@ -394,27 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.run.batch_size, **loader_kw)
     log_file, log = None, None
     if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        new = not (out / "log.csv").exists() or not args.resume
-        log_file = (out / "log.csv").open("w" if new else "a", newline="")
-        log = csv.writer(log_file)
-        if new:
-            log.writerow(
-                [
-                    "step",
-                    "epoch",
-                    "train_loss",
-                    "mse",
-                    "pen",
-                    "dis",
-                    "val_loss",
-                    "val_trans_cm",
-                    "lr",
-                    "ms_per_step",
-                    "time",
-                ]
-            )
+        header = ["step", "epoch", "train_loss", "mse", "pen", "dis", "val_loss", "val_trans_cm"]
+        log_file, log = open_log(out, cfg, args.resume, [*header, "lr", "ms_per_step", "time"])
         print(
             f"{cfg.name}: {method}, {n_params(model) / 1e6:.2f} M parameters, {len(train_set)} train / "
             f"{len(val_set)} val windows ({len(train_ids)} / {len(val_ids)} sequences, "
@@ -423,18 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     def save(name: str, extra: dict) -> None:
+        state = train_state(cfg, dhash, step, opt, best)
+        ema_steps = ema.steps if ema is not None else 0
         save_checkpoint(
-            out / name,
-            infer,
-            config=to_dict(cfg),
-            data_hash=dhash,
-            step=step,
-            raw_model=model.state_dict(),
-            ema_steps=ema.steps if ema is not None else 0,
-            optimizer=opt.state_dict(),
-            best_val=best,
-            rng={"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            **extra,
+            out / name, infer, raw_model=model.state_dict(), ema_steps=ema_steps, **state, **extra
         )
 
     from tqdm import tqdm
@@ -462,17 +386,13 @@ def main(argv: list[str] | None = None) -> int:
             for group in opt.param_groups:
                 group["lr"] = lr
             loss, parts = net(b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.run.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.run.grad_clip)
-            opt.step()
+            optimizer_step(opt, model, loss, cfg.run.grad_clip)
             if ema is not None:
                 ema.update(model)
             step += 1
             running.append({"loss": loss.item(), **parts})
             bar.update(1)
-            if d.main and (step % cfg.run.val_every == 0 or step == cfg.run.steps):
+            if d.main and due(step, cfg.run, cfg.run.val_every):
                 last_val = evaluate(infer, val_loader, cfg, device)
                 model.train()
                 crit = (
@@ -483,9 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                 if crit < best:
                     best = crit
                     save("best.pt", {"val": last_val})
-            if d.main and (
-                step % cfg.run.log_every == 0 or step == cfg.run.steps or step % cfg.run.val_every == 0
-            ):
+            if d.main and due(step, cfg.run, cfg.run.log_every, cfg.run.val_every):
                 now = time.perf_counter()
                 ms = (now - t_last) * 1000.0 / max(len(running), 1)
 
@@ -513,16 +431,12 @@ def main(argv: list[str] | None = None) -> int:
                     loss=f"{avg('loss'):.4f}", val_cm=f"{last_val.get('val_trans_cm', float('nan')):.2f}"
                 )
                 running, t_last, last_val = [], now, {}
-            if d.main and (step % cfg.run.ckpt_every == 0 or step == cfg.run.steps):
+            if d.main and due(step, cfg.run, cfg.run.ckpt_every):
                 save("last.pt", {})
             if step >= cfg.run.steps:
                 break
     bar.close()
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
+    finish_distributed(d)
     if d.main:
         log_file.close()
         print(f"{cfg.name}: {step} steps, best val translation error {best:.3f} cm -> {out}/best.pt")

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dexh2r_policy.checkpoint import model_state, read_checked, write_checkpoint
 from dexh2r_policy.motionnet import CheckpointError, PointEncoder
 
 CHECKPOINT_FORMAT = "dexh2r-grasp-cvae"
@@ -562,39 +563,11 @@ def penetration(
 
 def save_checkpoint(path: str | Path, model: GraspCVAE, **extra: Any) -> Path:
     """Atomic write: {'format', 'version', 'model_config', 'model', **extra} (MotionNet's layout)."""
-    from dexh2r_core.config import to_dict
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "model_config": to_dict(model.config),
-        "model": model.state_dict(),
-        **extra,
-    }
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
+    return write_checkpoint(path, model_state(CHECKPOINT_FORMAT, CHECKPOINT_VERSION, model, **extra))
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-        raise CheckpointError(f"{path}: not a grasp CVAE checkpoint (format {fmt!r})")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint version {ckpt.get('version')}, this code reads {CHECKPOINT_VERSION}"
-        )
-    return ckpt
+    return read_checked(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "grasp CVAE", CheckpointError)
 
 
 def load_cvae(path: str | Path = DEFAULT_CHECKPOINT) -> tuple[GraspCVAE, dict]:

@@ -28,10 +28,8 @@ model, optimiser, RNG: train.py's checkpoint content, format `dexh2r-grasp-cvae`
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from dexh2r_policy.grasps.cvae import (
     GraspCVAE,
@@ -50,7 +47,21 @@ from dexh2r_policy.grasps.cvae import (
     read_checkpoint,
     save_checkpoint,
 )
-from dexh2r_policy.train import RunConfig, _parse_set, resolve_data_path
+from dexh2r_policy.train import (
+    RunConfig,
+    add_trainer_args,
+    due,
+    fail,
+    open_log,
+    optimizer_step,
+    parse_trainer_args,
+    read_resume,
+    resolve_data_path,
+    restore_rng,
+    setup_run,
+    train_state,
+    trainer_overrides,
+)
 
 
 @dataclass(frozen=True)
@@ -266,51 +277,25 @@ def split_train_val(data_objects: list[ObjectGrasps], fraction: float, seed: int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dexh2r train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="config/policy/grasp_cvae_*.yaml (or a path)")
-    parser.add_argument(
-        "--data", help="DexH2R-layout root (overrides data.root; default: the object library)"
+    add_trainer_args(
+        parser, data_help="DexH2R-layout root (overrides data.root; default: the object library)"
     )
-    parser.add_argument("--pools", help="grasp pool folder (overrides data.pools)")
-    parser.add_argument("--out", help="run folder (overrides run.out)")
-    parser.add_argument("--steps", type=int, help="overrides run.steps")
-    parser.add_argument("--seed", type=int, help="overrides run.seed")
-    parser.add_argument("--resume", nargs="?", const="last", help="continue from <out>/last.pt or CKPT")
-    parser.add_argument("--ignore-data-hash", action="store_true", help="resume although the data changed")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_trainer_args(parser, argv)
 
     from dexh2r_core.config import ConfigError, load_config, to_dict
     from dexh2r_core.paths import config_path
     from dexh2r_policy.data.dexh2r_layout import DatasetError
     from dexh2r_policy.motionnet import CheckpointError
 
-    overrides = _parse_set(args.set)
-    for key, value in (
-        ("data.root", args.data),
-        ("data.pools", args.pools),
-        ("run.out", args.out),
-        ("run.steps", args.steps),
-        ("run.seed", args.seed),
-    ):
-        if value is not None:
-            overrides[key] = value
     try:
-        cfg = load_config(CVAETrainConfig, config_path(args.config), overrides)
+        cfg = load_config(CVAETrainConfig, config_path(args.config), trainer_overrides(args))
     except ConfigError as exc:
-        print(f"dexh2r train: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     if cfg.run.device == "cuda" and not torch.cuda.is_available():
-        print("dexh2r train: run.device is cuda but no GPU is available", file=sys.stderr)
-        return 2
-    device = torch.device("cuda" if cfg.run.device == "cuda" else "cpu")  # auto: CPU (a small net)
-    if cfg.run.threads > 0:
-        torch.set_num_threads(cfg.run.threads)
+        return fail("run.device is cuda but no GPU is available")
+    # auto: CPU (a small net); one process (no DDP)
+    out, device, _, show = setup_run(cfg, args.no_progress, auto_device="cpu", distributed=False)
     seed = cfg.run.seed
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    out = resolve_data_path(cfg.run.out or f"runs/train/{cfg.name}")
-    show = not args.no_progress
 
     model = build_model(cfg.model).to(device)
     kin = model.kinematics()
@@ -322,69 +307,36 @@ def main(argv: list[str] | None = None) -> int:
         val = GraspData(va, kin, cfg.model.n_points) if any(len(o.T_obj_hand) for o in va) else None
         held = GraspData(ho, kin, cfg.model.n_points) if any(len(o.T_obj_hand) for o in ho) else None
     except (DataError, DatasetError, FileNotFoundError, ValueError) as exc:
-        print(f"dexh2r train: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     if len(train) < 2:
-        print(f"dexh2r train: only {len(train)} training grasps", file=sys.stderr)
-        return 2
+        return fail(f"only {len(train)} training grasps")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.run.lr, weight_decay=cfg.run.weight_decay)
     step, best = 0, math.inf
     if args.resume:
-        path = out / "last.pt" if args.resume == "last" else Path(args.resume)
-        try:
-            ckpt = read_checkpoint(path)
-        except CheckpointError as exc:
-            print(f"dexh2r train: --resume: {exc}", file=sys.stderr)
+        resumed = read_resume(args, out, read_checkpoint, CheckpointError, dhash, to_dict(cfg.model))
+        if resumed is None:
             return 2
-        if ckpt.get("data_hash") != dhash and not args.ignore_data_hash:
-            print(
-                f"dexh2r train: --resume: {path} was trained on other data (hash {ckpt.get('data_hash')}, "
-                f"now {dhash}); pass --ignore-data-hash to continue anyway",
-                file=sys.stderr,
-            )
-            return 2
-        if ckpt.get("model_config") != to_dict(cfg.model):
-            print(f"dexh2r train: --resume: {path} holds another model config", file=sys.stderr)
-            return 2
+        path, ckpt = resumed
         model.load_state_dict(ckpt["model"])
         if "optimizer" not in ckpt:
-            print(
-                f"dexh2r train: --resume: {path} has no optimiser state (a weights-only file)",
-                file=sys.stderr,
-            )
-            return 2
+            return fail(f"--resume: {path} has no optimiser state (a weights-only file)")
         opt.load_state_dict(ckpt["optimizer"])
         step, best = int(ckpt["step"]), float(ckpt.get("best_val", math.inf))
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
+        restore_rng(ckpt)
     else:
         lo, hi = translation_bounds(train.t)
         model.set_translation_bounds(lo, hi)
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    new = not (out / "log.csv").exists() or not args.resume
-    log_file = (out / "log.csv").open("w" if new else "a", newline="")
-    log = csv.writer(log_file)
     terms = ("pose", "surface", "pen", "contact", "kl")
-    if new:
-        log.writerow(
-            ["step", "epoch", "train_loss", *terms, "val_loss", "heldout_loss", "lr", "ms_per_step", "time"]
-        )
+    log_file, log = open_log(
+        out,
+        cfg,
+        args.resume,
+        ["step", "epoch", "train_loss", *terms, "val_loss", "heldout_loss", "lr", "ms_per_step", "time"],
+    )
 
     def save(name: str, extra: dict) -> None:
-        save_checkpoint(
-            out / name,
-            model,
-            config=to_dict(cfg),
-            data_hash=dhash,
-            step=step,
-            optimizer=opt.state_dict(),
-            best_val=best,
-            rng={"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            **extra,
-        )
+        save_checkpoint(out / name, model, **train_state(cfg, dhash, step, opt, best), **extra)
 
     from tqdm import tqdm
 
@@ -410,22 +362,18 @@ def main(argv: list[str] | None = None) -> int:
             loss, parts = cvae_losses(
                 model, b["obj"], b["normals"], b["hand"], model.normalise(b["t"], b["q"]), cfg.loss
             )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.run.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.run.grad_clip)
-            opt.step()
+            optimizer_step(opt, model, loss, cfg.run.grad_clip)
             step += 1
             running.append([loss.item()] + [parts[t].item() for t in terms])
             bar.update(1)
-            if step % cfg.run.val_every == 0 or step == cfg.run.steps:
+            if due(step, cfg.run, cfg.run.val_every):
                 val_loss = evaluate(model, val, cfg.loss, 256, seed) if val is not None else float("nan")
                 held_loss = evaluate(model, held, cfg.loss, 256, seed) if held is not None else float("nan")
                 score = val_loss if val is not None else float(np.mean([r[0] for r in running]))
                 if score < best:
                     best = score
                     save("best.pt", {"val_loss": val_loss})
-            if step % cfg.run.log_every == 0 or step == cfg.run.steps or step % cfg.run.val_every == 0:
+            if due(step, cfg.run, cfg.run.log_every, cfg.run.val_every):
                 now = time.perf_counter()
                 ms = (now - t_last) * 1000.0 / max(len(running), 1)
                 mean = np.mean(running, axis=0) if running else [float("nan")] * 6
@@ -437,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix(loss=f"{mean[0]:.3f}", val=f"{val_loss:.3f}")
                 running, t_last = [], now
                 val_loss = held_loss = float("nan")
-            if step % cfg.run.ckpt_every == 0 or step == cfg.run.steps:
+            if due(step, cfg.run, cfg.run.ckpt_every):
                 save("last.pt", {})
             if step >= cfg.run.steps:
                 break
