@@ -117,6 +117,13 @@ def test_replay_drives_tracker_policy_and_dry_run_controller(tmp_path, ros_node,
     t_test = time.monotonic()
     info = rec.open_bag(BAG, require=[*PLAYED, "/sim/object/pose"])
     object_id = info.episode["object"]
+    # A synthetic pool for the bag's object: the gate checks the chain, not the grasps, and a
+    # fresh clone has no data/pools (made by `dexh2r datagen grasps`, minutes of MuJoCo).
+    from dexh2r_policy.models.synthetic import synthetic_pool
+
+    pools = tmp_path / "pools"
+    pools.mkdir()
+    synthetic_pool(object_id, n_grasps=24, seed=0).save(pools / f"{object_id.replace('/', '__')}.npz")
     truth_t, truth_p, clock = bag_truth(info)
     robot = RobotDescription.load("ur5_shadow")
     limits = {  # joint -> (lower, upper, velocity limit)
@@ -132,7 +139,12 @@ def test_replay_drives_tracker_policy_and_dry_run_controller(tmp_path, ros_node,
     )
     policy = node_launcher.start(
         "dexh2r_policy.dynamic_grasp_node:main",
-        params={"checkpoint": str(repo_root() / CKPT), "object_id": object_id, "use_sim_time": True},
+        params={
+            "checkpoint": str(repo_root() / CKPT),
+            "object_id": object_id,
+            "pools": str(pools),
+            "use_sim_time": True,
+        },
     )
     # dry_run: commands on <topic>/dry_run; the watchdog for a 10 Hz policy (module docstring).
     controller = node_launcher.start(

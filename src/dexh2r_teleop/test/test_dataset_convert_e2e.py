@@ -225,11 +225,18 @@ def test_teleop_recording_converts_and_fine_tunes_motionnet(tmp_path, ros_node, 
     # ---- MotionNet fine-tuned from the committed checkpoint -------------------------------------
     run = tmp_path / "run"
     init = Path(__file__).resolve().parents[3] / "checkpoints" / "motionnet_small.pt"
+    # A synthetic grasp pool: a fresh clone has no data/pools, and this test is about the data path.
+    from dexh2r_policy.models.synthetic import synthetic_pool
+
+    pools = tmp_path / "pools"
+    pools.mkdir()
+    synthetic_pool(SCENARIO[2], n_grasps=24, seed=0).save(pools / f"{SCENARIO[2].replace('/', '__')}.npz")
     t_train = time.perf_counter()
     code = train_main(
         [
             "--config", str(config_path("policy/motionnet_small.yaml")),
-            "--data", str(data), "--out", str(run), "--steps", "3", "--init", str(init),
+            "--data", str(data), "--pools", str(pools), "--out", str(run), "--steps", "3",
+            "--init", str(init),
             "--set", "run.batch_size=8", "--set", "run.log_every=1", "--no-progress",
         ]
     )  # fmt: skip
