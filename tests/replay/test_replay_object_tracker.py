@@ -26,7 +26,8 @@ from dexh2r_core.testing import wait_for_topic_match
 from dexh2r_teleop import recorder as rec
 from dexh2r_teleop import replay
 
-pytestmark = pytest.mark.ros
+# One replay at a time: each replays a bag in real time into separate node processes.
+pytestmark = [pytest.mark.ros, pytest.mark.xdist_group("replay")]
 
 BAG = Path(__file__).resolve().parent / "bags" / "sim_easy_box"
 DEPTH = [f"/camera_{i}/aligned_depth_to_color/image_raw" for i in range(2)]

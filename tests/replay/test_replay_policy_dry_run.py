@@ -62,7 +62,8 @@ import pytest
 from dexh2r_core.testing import call_trigger, wait_for_topic_match
 from dexh2r_teleop import recorder as rec
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]  # ~25 s: three nodes start up
+# ~25 s: three nodes start up; one replay at a time (see test_replay_object_tracker.py).
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.xdist_group("replay")]
 
 BAG = Path(__file__).resolve().parent / "bags" / "sim_easy_box"
 CKPT = "checkpoints/motionnet_small.pt"
