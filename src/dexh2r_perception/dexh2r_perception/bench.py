@@ -7,7 +7,8 @@ One command, five parts (each also runnable alone with `--only`):
    the giver's hand keypoints from `HandTracker` on the same frames, as deployed (not the ground
    truth). ADD-S, rotation error modulo the object's symmetries, track loss (bench_object.py).
 2. **hand**: `HandTracker` (the code `hand_tracker_node` runs) on the Easy and Hard scenarios,
-   from 0.5 s before the end of the reach for `--seconds`: wrist and MPJPE errors against the
+   from 0.5 s before the end of the reach for `--seconds` or until the giver gives up (the offer
+   phase, bench_hand.py): wrist and MPJPE errors against the
    giver's true keypoints (bench_hand.py), at `--hand-resolution` (default 640x360: the live
    cameras' colour mode, `HAND_RESOLUTION`).
 3. **nodes**: `object_tracker_node` and `hand_tracker_node`, each a separate process fed by this

@@ -408,6 +408,16 @@ class _State:
     q_open: np.ndarray | None = None
 
 
+def predict_pose(T_now: np.ndarray, T_prev: np.ndarray | None) -> np.ndarray:
+    """The object one frame ahead at constant velocity (where a target for the next frame meets
+    it); `T_now` when there is no previous pose."""
+    T = np.array(T_now, dtype=np.float64, copy=True)
+    if T_prev is not None:
+        T[:3, :3] = T_now[:3, :3] @ T_prev[:3, :3].T @ T_now[:3, :3]
+        T[:3, 3] = 2.0 * T_now[:3, 3] - T_prev[:3, 3]
+    return T
+
+
 class DynamicGrasp:
     """The ROS-free DynamicGrasp step (see the module docstring)."""
 
@@ -536,12 +546,7 @@ class DynamicGrasp:
             np.linalg.norm(obj_pose[:3, 3] - s.prev_obj[:3, 3]) > c.moved_m
             or float(rotation_angles(obj_pose[:3, :3], s.prev_obj[:3, :3])) > c.moved_rad
         )
-        # The object one frame ahead (constant velocity): where the target will meet it.
-        obj_next = obj_pose.copy()
-        if s.prev_obj is not None:
-            obj_next[:3, :3] = obj_pose[:3, :3] @ s.prev_obj[:3, :3].T @ obj_pose[:3, :3]
-            obj_next[:3, 3] = 2.0 * obj_pose[:3, 3] - s.prev_obj[:3, 3]
-        s.prev_obj = obj_pose
+        prev_obj, s.prev_obj = s.prev_obj, obj_pose
         pool_world = obj_pose[None] @ self.pool.T_obj_hand
         giver = giver_points(giver_keypoints) if giver_keypoints is not None else None
         out_stamp = float(stamp) + c.frame_dt_s
@@ -575,7 +580,7 @@ class DynamicGrasp:
             d = float(np.linalg.norm(pool_world[s.goal, :3, 3] - hand.T_world_hand[:3, 3]))
             T_next = s.plan[0][i]
             if c.collision_guard and self.collision_guard is not None:
-                T_next, _ = self.collision_guard.apply(T_next, s.plan[1][i], obj_next)
+                T_next, _ = self.collision_guard.apply(T_next, s.plan[1][i], predict_pose(obj_pose, prev_obj))
             return target(
                 T_next, s.plan[1][i], goal=s.goal, distance_m=d, replanned=replanned, from_network=True
             )
