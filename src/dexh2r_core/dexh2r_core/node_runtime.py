@@ -8,6 +8,7 @@ return spin_until_shutdown(node, cleanup=tracker.close)  # Ctrl-C / SIGTERM / la
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,26 @@ def exit_with_error(node: Any, message: str) -> int:
     node.destroy_node()
     rclpy.try_shutdown()
     return START_ERROR_EXIT_CODE
+
+
+def install_stop_request() -> threading.Event:
+    """SIGINT / SIGTERM set the returned event instead of raising KeyboardInterrupt.
+
+    For a node that spins in its own loop with a timeout, started with
+    `rclpy.init(..., signal_handler_options=SignalHandlerOptions.NO)`: a KeyboardInterrupt raised
+    at an arbitrary bytecode inside rclpy can leave half-built objects whose `__del__` prints a
+    traceback; a flag the loop checks cannot. Call from the main thread.
+    """
+    import signal
+
+    stop = threading.Event()
+
+    def request(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request)
+    signal.signal(signal.SIGTERM, request)
+    return stop
 
 
 def stopping(grace_s: float = 0.5) -> bool:

@@ -18,9 +18,10 @@ import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
-from dexh2r_core.node_runtime import stopping
+from dexh2r_core.node_runtime import install_stop_request, stopping
 
 FAIL_EXIT_CODE = 3
 TOPIC = "chatter"
@@ -31,12 +32,19 @@ _DYNAMIC = ParameterDescriptor(dynamic_typing=True)
 
 
 def _run(node_factory, args: Sequence[str] | None) -> int:
-    """Init rclpy, build the node, spin until it asks to stop; map shutdown signals to 0."""
-    rclpy.init(args=list(args) if args is not None else sys.argv)
+    """Init rclpy, build the node, spin until it asks to stop; map shutdown signals to 0.
+
+    SIGINT / SIGTERM only set a flag (node_runtime.install_stop_request): the loop ends within
+    one 0.1 s spin and shuts down cleanly."""
+    stop = install_stop_request()
+    rclpy.init(
+        args=list(args) if args is not None else sys.argv,
+        signal_handler_options=SignalHandlerOptions.NO,
+    )
     node = None
     try:
         node = node_factory()
-        while rclpy.ok() and node.exit_code is None:
+        while rclpy.ok() and node.exit_code is None and not stop.is_set():
             rclpy.spin_once(node, timeout_sec=0.1)
         return node.exit_code or 0
     except (KeyboardInterrupt, ExternalShutdownException):
