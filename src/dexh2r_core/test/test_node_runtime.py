@@ -30,3 +30,22 @@ def test_stopping_waits_for_a_shutdown_from_another_thread() -> None:
         timer.join()
     finally:
         rclpy.try_shutdown()
+
+
+def test_install_stop_request_turns_sigint_and_sigterm_into_a_flag() -> None:
+    import os
+    import signal
+
+    from dexh2r_core.node_runtime import install_stop_request
+
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            stop = install_stop_request()
+            assert not stop.is_set()
+            os.kill(os.getpid(), signum)  # no KeyboardInterrupt, no exit
+            time.sleep(0.05)
+            assert stop.is_set()
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
