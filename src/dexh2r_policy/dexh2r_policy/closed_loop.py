@@ -124,6 +124,8 @@ def run_episode(
 
     cell.load_scenario(scenario)
     policy.reset()
+    if hasattr(policy, "set_object_model"):
+        policy.set_object_model(cell.sim_object)
     hand_tracker = HandTracker(cell.calibration) if perception == "cameras" else None
     model = ObjectModel.from_sim_object(cell.sim_object, n=TrackerConfig().model_points, seed=0)
     tracker = ObjectTrackingPipeline(cell.calibration, TrackerConfig(), robot=robot, model=model)

@@ -1,12 +1,15 @@
 """`dexh2r datagen`: training data from the sim.
 
     dexh2r datagen grasps --objects train --out data/pools [--candidates 500] [--workers 2]
+    dexh2r datagen grasps --objects train --out data/pools --family pinch    # fingertip pinches
     dexh2r datagen grasps --objects prim/mug,pb/duck --out /tmp/pools --candidates 20
 
-`grasps` writes one tested grasp pool per object (`<out>/<source>__<name>.npz`, see
-`dexh2r_policy.grasps.pool`) and `<out>/summary.json`: the run's settings and, per object and in
-total, succ6 / succ1 / penetration depth / seconds per candidate. An object whose pool file exists
-is skipped unless `--overwrite` (so an interrupted run resumes).
+`grasps` writes one tested grasp pool per object and family (`<out>/<source>__<name>.npz` for the
+paper's whole-hand grasps, `dexh2r_policy.grasps.pool`; `<out>/<source>__<name>.pinch.npz` for
+`--family pinch`, `dexh2r_policy.grasps.pinch`; the pool of an object is every family found) and
+`<out>/summary.json` (`summary.pinch.json`): the run's settings and, per object and in total,
+succ6 / succ1 / penetration depth / seconds per candidate. An object whose pool file exists is
+skipped unless `--overwrite` (so an interrupted run resumes).
 
     dexh2r datagen episodes --scenarios config/scenarios/train.yaml --episodes 500 --out data/episodes
     dexh2r datagen episodes --episodes 4 --out /tmp/ep --rate-hz 10 --workers 2 --seed 7
@@ -48,7 +51,7 @@ def resolve_objects(spec: str, library) -> list[str]:
 
 def _pool_worker(job: tuple) -> dict:
     """One object's pool (runs in a worker process or inline)."""
-    object_id, out, candidates, robot_name, position = job
+    object_id, out, candidates, robot_name, position, family = job
     from tqdm import tqdm
 
     from dexh2r_core.robot.description import RobotDescription
@@ -57,12 +60,17 @@ def _pool_worker(job: tuple) -> dict:
 
     robot = RobotDescription.load(robot_name)
     obj = ObjectLibrary().get(object_id)
+    generator = None
+    if family == "pinch":
+        from dexh2r_policy.grasps.pinch import PinchGenerator
+
+        generator = PinchGenerator(robot)
     t0 = time.perf_counter()
     with tqdm(
         total=2 * candidates, desc=object_id, position=position, leave=False, unit="step", disable=None
     ) as bar:
-        pool = generate_pool(robot, obj, n=candidates, progress=bar.update)
-    path = pool.save(Path(out) / pool_filename(object_id))
+        pool = generate_pool(robot, obj, n=candidates, progress=bar.update, generator=generator)
+    path = pool.save(Path(out) / pool_filename(object_id, family=family))
     return {
         "object_id": object_id,
         "file": path.name,
@@ -86,19 +94,35 @@ def grasps(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dexh2r datagen grasps", description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", default="train", help="train, test, all, or ids/patterns (a,b)")
     parser.add_argument("--out", required=True, help="output folder (pools + summary.json)")
-    parser.add_argument("--candidates", type=int, default=500, help="per object (the paper's 25 x 20 = 500)")
+    parser.add_argument(
+        "--family",
+        choices=("power", "pinch"),
+        default="power",
+        help="power: the paper's whole-hand grasps; pinch: fingertip pinches from above (the expert's)",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        help="per object (default the family's grid: power 25 x 20 = 500 as the paper, pinch 25 x 4 = 100)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes (objects in parallel)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many objects")
     parser.add_argument("--robot", default="ur5_shadow")
     parser.add_argument("--overwrite", action="store_true", help="recompute pools that exist")
     args = parser.parse_args(argv)
+    from dexh2r_policy.grasps.pinch import PinchConfig
+    from dexh2r_policy.grasps.pool import GraspPool, PoolConfig, pool_filename
+
+    grid = PinchConfig().n_candidates if args.family == "pinch" else PoolConfig().n_candidates
+    if args.candidates is None:
+        args.candidates = grid
     if args.candidates < 1 or args.workers < 1:
         print("dexh2r datagen grasps: --candidates and --workers must be >= 1", file=sys.stderr)
         return 2
 
     from tqdm import tqdm
 
-    from dexh2r_policy.grasps.pool import GraspPool, PoolConfig, pool_filename
     from dexh2r_sim.objects import ObjectLibrary, UnknownObjectError
 
     try:
@@ -116,15 +140,18 @@ def grasps(argv: list[str]) -> int:
     rows: list[dict] = []
     todo = []
     for oid in ids:
-        path = out / pool_filename(oid)
+        path = out / pool_filename(oid, family=args.family)
         if path.exists() and not args.overwrite:
             pool = GraspPool.load(path)
-            if len(pool) == min(args.candidates, PoolConfig().n_candidates):
+            if pool.info.get("requested", len(pool)) == min(args.candidates, grid):
                 rows.append({"object_id": oid, "file": path.name, **pool_stats(pool), "skipped": True})
                 continue
         todo.append(oid)
     t0 = time.perf_counter()
-    jobs = [(oid, str(out), args.candidates, args.robot, 1 + k % args.workers) for k, oid in enumerate(todo)]
+    jobs = [
+        (oid, str(out), args.candidates, args.robot, 1 + k % args.workers, args.family)
+        for k, oid in enumerate(todo)
+    ]
     with tqdm(total=len(ids), initial=len(rows), desc="objects", unit="obj", disable=None) as bar:
         if args.workers == 1:
             results = map(_pool_worker, jobs)
@@ -147,6 +174,7 @@ def grasps(argv: list[str]) -> int:
         return sum(r[key] * r["candidates"] for r in rows) / total if total else 0.0
 
     summary = {
+        "family": args.family,
         "objects": args.objects,
         "candidates_per_object": args.candidates,
         "robot": args.robot,
@@ -162,11 +190,12 @@ def grasps(argv: list[str]) -> int:
         },
         "per_object": rows,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    name = "summary.json" if args.family == "power" else f"summary.{args.family}.json"
+    (out / name).write_text(json.dumps(summary, indent=2))
     t = summary["total"]
     print(
         f"{len(rows)} objects, {total} grasps: succ6 {t['succ6']:.3f} succ1 {t['succ1']:.3f} "
-        f"pen {t['pen_depth_mm']:.2f} mm, {t['seconds_per_candidate']:.3f} s/candidate -> {out}/summary.json"
+        f"pen {t['pen_depth_mm']:.2f} mm, {t['seconds_per_candidate']:.3f} s/candidate -> {out}/{name}"
     )
     return 0
 
@@ -412,7 +441,8 @@ def episodes(argv: list[str]) -> int:
         "wall_s": time.perf_counter() - t0,
         **episode_summary(rows, held_out),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    name = "summary.json" if args.family == "power" else f"summary.{args.family}.json"
+    (out / name).write_text(json.dumps(summary, indent=2))
     e = summary["expert"]["all"]
     spe = summary["seconds_per_episode"]
     print(
@@ -442,7 +472,7 @@ def _reseeded(path: str, seed: int, out: Path) -> str:
 
 
 SUBCOMMANDS = {
-    "grasps": (grasps, "tested grasp pools per object (25 x 20 candidates)"),
+    "grasps": (grasps, "tested grasp pools per object (whole-hand 25 x 20, or --family pinch)"),
     "episodes": (episodes, "expert handover episodes in the DexH2R layout"),
 }
 

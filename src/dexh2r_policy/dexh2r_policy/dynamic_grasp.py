@@ -474,6 +474,15 @@ class DynamicGrasp:
             hand_surface = HandSurface.for_robot(self.hand_surface.robot.config.name, 225)
         self.collision_guard = CollisionGuard(points, normals, hand_surface, self.config.collision_margin_m)
 
+    def set_object_model(self, sim_object, n_points: int = 2048) -> None:
+        """The guard's object surface from an object library model (`dexh2r_sim.objects`:
+        the mesh sampled with normals, deterministic), when the config turns the guard on."""
+        if not self.config.collision_guard:
+            return
+        from dexh2r_sim.objects import sample_surface_points
+
+        self.set_object_surface(*sample_surface_points(sim_object, n=n_points, seed=0))
+
     def set_pool(self, pool: ObjectGraspPool) -> None:
         """A new object's pool (its hand surface points are computed once here)."""
         if pool is None or len(pool) == 0:
@@ -841,34 +850,64 @@ class PoolLibrary:
     """Object-frame grasp pools by object name, for training and the offline benchmark.
 
     Looks for `<folder>/<object>.npz` (a `GraspPool` file; `/` in ids written as `__`, as
-    `pool_filename`); else, per sequence, the real dataset's `model_final_qpose_cvae.pt`
-    ([T, 500, 30] world-frame grasps, brought to the object frame with the first frame's object
-    pose; zero rows, the MANO filter's padding, are dropped)."""
+    `pool_filename`) and the object's other grasp families next to it (`<object>.pinch.npz`),
+    and joins them into one pool; `families` restricts which (default: every family found).
+    Else, per sequence, the real dataset's `model_final_qpose_cvae.pt` ([T, 500, 30] world-frame
+    grasps, brought to the object frame with the first frame's object pose; zero rows, the MANO
+    filter's padding, are dropped)."""
 
-    def __init__(self, folder, stable_only: bool = True) -> None:
+    def __init__(self, folder, stable_only: bool = True, families: tuple[str, ...] | None = None) -> None:
         from pathlib import Path
+
+        from dexh2r_policy.grasps.pool import FAMILIES
 
         self.folder = Path(folder) if folder else None
         self.stable_only = stable_only
+        unknown = sorted(set(families or ()) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"grasp families {unknown}: expected some of {', '.join(FAMILIES)}")
+        self.families = tuple(families) if families else FAMILIES
         self._cache: dict[str, ObjectGraspPool] = {}
 
-    def path(self, object_name: str):
+    def paths(self, object_name: str) -> list:
+        """The object's pool files, one per family found (power first)."""
+        from dexh2r_policy.grasps.pool import pool_filename
+
         if self.folder is None:
-            return None
-        for stem in (object_name, object_name.replace("/", "__")):
-            p = self.folder / f"{stem}.npz"
-            if p.exists():
-                return p
-        return None
+            return []
+        out = []
+        for family in self.families:
+            for stem in (object_name, object_name.replace("/", "__")):
+                p = self.folder / pool_filename(stem, family=family)
+                if p.exists():
+                    out.append(p)
+                    break
+        return out
+
+    def path(self, object_name: str):
+        """The object's first pool file (None when there is none)."""
+        paths = self.paths(object_name)
+        return paths[0] if paths else None
 
     def get(
         self, object_name: str, sequence_folder=None, obj_pose0: np.ndarray | None = None
     ) -> ObjectGraspPool:
         if object_name in self._cache:
             return self._cache[object_name]
-        path = self.path(object_name)
-        if path is not None:
-            pool = ObjectGraspPool.load(path, self.stable_only)
+        paths = self.paths(object_name)
+        if paths:
+            from dexh2r_policy.grasps.pool import GraspPool
+
+            raw = [GraspPool.load(p) for p in paths]
+            keep = [g.succ6 for g in raw]
+            # The stable grasps of every family; all candidates only when none is stable anywhere.
+            if not self.stable_only or not any(k.any() for k in keep):
+                keep = [np.ones(len(g), bool) for g in raw]
+            pool = ObjectGraspPool(
+                np.concatenate([g.T_obj_hand[k] for g, k in zip(raw, keep, strict=True)]),
+                np.concatenate([g.finger_q[k] for g, k in zip(raw, keep, strict=True)]),
+                object_name,
+            )
             self._cache[object_name] = pool
             return pool
         if sequence_folder is not None:

@@ -94,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(torch_threads)
     policy = DynamicGrasp(MotionNetPlanner(model), pool, replace(cfg.policy, mode=mode))
+    if policy.config.collision_guard:  # the guard needs the object's surface: its library model
+        from dexh2r_sim.objects import ObjectLibrary, UnknownObjectError
+
+        try:
+            policy.set_object_model(ObjectLibrary().get(object_id))
+        except (UnknownObjectError, DynamicGraspError, ValueError) as exc:
+            return fail(f"cannot start: collision guard: object model of '{object_id}': {exc}")
     fingers = finger_joint_names(robot)
     index = {n: i for i, n in enumerate(robot.joint_names)}
     finger_idx = [index[n] for n in fingers]

@@ -17,8 +17,10 @@ all grasps of all objects, as the paper's table):
 
 Generators (`GENERATORS`, factories `(robot, checkpoint=None, seed=0)`; any object with `name`
 and `generate(obj, n)` works with `evaluate_generator`): `pool` (the geometric pool synthesis
-with physics closure) and `cvae` (`grasps.cvae`: `sample_pool` of the checkpoint on the object's
-library surface samples, n grasps spread over the 25 x 20 rotation grid, untested until here).
+with physics closure, the paper's whole-hand grasps), `pinch` (`grasps.pinch`: the expert's
+fingertip pinch from above, per approach direction) and `cvae` (`grasps.cvae`: `sample_pool` of
+the checkpoint on the object's library surface samples, n grasps spread over the 25 x 20
+rotation grid, untested until here).
 """
 
 from __future__ import annotations
@@ -47,8 +49,14 @@ def _cvae_generator(robot, checkpoint=None, seed=0):
     return CVAEGenerator(model, seed=seed)
 
 
+def _pinch_generator(robot, checkpoint=None, seed=0):
+    from dexh2r_policy.grasps.pinch import PinchGenerator
+
+    return PinchGenerator(robot)
+
+
 # name -> factory(robot, checkpoint=None, seed=0) -> GraspGenerator
-GENERATORS = {"pool": _pool_generator, "cvae": _cvae_generator}
+GENERATORS = {"pool": _pool_generator, "pinch": _pinch_generator, "cvae": _cvae_generator}
 
 
 def evaluate_generator(generator, robot, objects: list, n: int, progress=None) -> dict:

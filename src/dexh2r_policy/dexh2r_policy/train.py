@@ -161,8 +161,11 @@ def data_hash(root: Path, ids: list, pools: PoolLibrary) -> str:
         f = folder / "real_obj_pcd_xyz.pt"
         h.update(str(f.stat().st_size if f.exists() else -1).encode())
     for obj in sorted({sid.object for sid in ids}):
-        p = pools.path(obj)
-        h.update(p.read_bytes() if p is not None else b"-")
+        paths = pools.paths(obj)
+        for p in paths:
+            h.update(p.read_bytes())
+        if not paths:
+            h.update(b"-")
     return h.hexdigest()
 
 

@@ -447,7 +447,7 @@ def plan_pinch(
     u: np.ndarray,
     a: np.ndarray,
     back: np.ndarray,
-    giver_keypoints: np.ndarray,
+    giver_keypoints: np.ndarray | None,
     q_arm_seed: np.ndarray,
     q_arm_now: np.ndarray,
     config: ScriptConfig,
@@ -461,8 +461,9 @@ def plan_pinch(
     Ti = np.linalg.inv(T_obj)
     R_o, p_o = Ti[:3, :3], Ti[:3, 3]
     u_o, a_o = R_o @ u, R_o @ a
-    bone_a = np.array([giver_keypoints[i] for i, _ in HAND_BONES])
-    bone_b = np.array([giver_keypoints[j] for _, j in HAND_BONES])
+    if giver_keypoints is not None:
+        bone_a = np.array([giver_keypoints[i] for i, _ in HAND_BONES])
+        bone_b = np.array([giver_keypoints[j] for _, j in HAND_BONES])
     target_h, centroid = sdf.section(u_o, config.depth)
     b_o = np.cross(u_o, a_o)
     tips = geo.tips
@@ -477,6 +478,8 @@ def plan_pinch(
     signs = np.array([-1.0, 1.0, 1.0])[:, None]  # thumb opens along -a, fingers along +a
 
     def giver_terms(Pw: np.ndarray) -> np.ndarray:
+        if giver_keypoints is None:
+            return np.zeros(0)
         gap = _segment_distance(Pw, bone_a, bone_b) - geo.radius - config.giver_clearance
         return 100.0 * np.minimum(gap, 0.0)
 

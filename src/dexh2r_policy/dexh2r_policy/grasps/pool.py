@@ -191,10 +191,18 @@ class GraspPool:
             )
 
 
-def pool_filename(object_id: str, scale: float = 1.0) -> str:
-    """`prim/mug` -> `prim__mug.npz` (object ids contain a slash)."""
+# Grasp families of a pool folder: the paper's whole-hand grasps (this module) and fingertip
+# pinches on the object's free part (`grasps/pinch.py`). One file per object and family.
+FAMILIES = ("power", "pinch")
+
+
+def pool_filename(object_id: str, scale: float = 1.0, family: str = "power") -> str:
+    """`prim/mug` -> `prim__mug.npz`, its pinches `prim__mug.pinch.npz` (ids contain a slash)."""
+    if family not in FAMILIES:
+        raise ValueError(f"grasp family '{family}': expected one of {', '.join(FAMILIES)}")
     stem = object_id.replace("/", "__")
-    return f"{stem}.npz" if scale == 1.0 else f"{stem}@{scale:g}.npz"
+    stem = stem if scale == 1.0 else f"{stem}@{scale:g}"
+    return f"{stem}.npz" if family == "power" else f"{stem}.{family}.npz"
 
 
 # ---- candidates --------------------------------------------------------------------------------
@@ -431,13 +439,16 @@ def generate_pool(
     config: PoolConfig | None = None,
     stability: StabilityConfig | None = None,
     progress=None,
+    generator=None,
 ) -> GraspPool:
     """The tested grasp pool of `obj` (all `n` candidates, default the full grid, with results).
 
     progress: optional callable(k) called as candidates are synthesised and as they are tested
-    (2 n calls in all), e.g. a tqdm bar's `update`.
+    (2 n calls in all), e.g. a tqdm bar's `update`. generator: the candidates' source (default
+    `PoolGenerator(robot, config, stability)`, the paper's whole-hand grasps; `grasps.pinch.
+    PinchGenerator` for fingertip pinches).
     """
-    generator = PoolGenerator(robot, config, stability)
+    generator = generator or PoolGenerator(robot, config, stability)
     c = generator.config
     n = c.n_candidates if n is None else int(n)
     if n < 1:
@@ -449,17 +460,21 @@ def generate_pool(
     results = evaluate_grasps(robot, obj, T, q, bed=bed, progress=progress)
     t2 = time.perf_counter()
     info = {
+        "requested": n,  # candidates asked for (a generator may drop some it cannot place)
+        "family": "pinch" if generator.name == "pinch" else "power",
         "robot": robot.config.name,
         "directions": list(DIRECTION_NAMES),
-        "pool_config": asdict(c),
+        "pool_config": asdict(c),  # PoolConfig or PinchConfig
         "stability_config": asdict(generator.stability),
         "object_volume_m3": float(obj.volume),
         "object_mass_kg": float(obj.mass),
         "push_force_n": float(bed.force),
         "synthesis_s": t1 - t0,
         "test_s": t2 - t1,
-        "seconds_per_candidate": (t2 - t0) / len(T),
+        "seconds_per_candidate": (t2 - t0) / max(len(T), 1),
     }
+    if hasattr(generator, "last_costs"):
+        info["plan_costs"] = [round(float(v), 5) for v in generator.last_costs]
     return GraspPool(
         object_id=obj.id,
         object_scale=float(obj.scale),
