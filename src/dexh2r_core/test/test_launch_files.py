@@ -36,7 +36,7 @@ def test_real_handover_has_no_sim_and_only_the_controller_commands_the_robot() -
     ]
     controller = desc.nodes[-1].effective_params()
     assert controller["dry_run"] is True and controller["arm_topic"] == "/scaled_jtc/joint_trajectory"
-    assert controller["watchdog_timeout_s"] == pytest.approx(0.3)
+    assert controller["watchdog_timeout_s"] == pytest.approx(0.1)
     for node in desc.nodes:  # a crashed node takes the whole graph down: the robot holds
         assert node.required, node.label
     others = {k for n in desc.nodes[:-1] for k in n.effective_params()}

@@ -4,22 +4,29 @@ Subscribes `/perception/object/pose` (PoseStamped) and `/perception/object/point
 world) from `object_tracker_node`, `/perception/human_hand/keypoints` (PoseArray, optional: the
 giver filter) and `/joint_states` (the robot hand's current pose, by forward kinematics). At the
 policy rate (`rate_hz`, the rate the checkpoint was trained at: 10 Hz for the sim episodes) it
-runs one `DynamicGrasp.step` on the newest observation and publishes the target the controller
-tracks: `/policy/hand_target/wrist` (PoseStamped, the palm: the policy's hand-root pose times the
-fixed root -> palm transform) and `/policy/hand_target/fingers` (JointState, the 22 finger
-joints by name), plus `/policy/state` (String, JSON: phase, frame, goal distance, step ms,
-stale / bad-input counts).
+runs one `DynamicGrasp.step` on the newest observation; at `publish_rate_hz` (30 Hz, what the
+controller's 0.1 s watchdog expects) it publishes the target the controller tracks, interpolated
+from the last published target to the newest policy target along the target's stamp (the
+observation stamp + frame_dt_s; `target_stream.TargetStream`: never past the newest target):
+`/policy/hand_target/wrist` (PoseStamped, the palm: the policy's hand-root pose times the fixed
+root -> palm transform) and `/policy/hand_target/fingers` (JointState, the 22 finger joints by
+name), both stamped with the time their pose is for, plus `/policy/state` (String, JSON, once per
+policy step: phase, frame, goal distance, step ms, step / published / stale / bad-input counts).
 
 The pool of the configured object is posed by the tracked object pose every step (it follows
-the object). Observations older than `stale_after_s` (receipt time) are not used: nothing is
-published and the controller's watchdog holds the robot. A bad observation (NaN, too few points)
-or an empty pool publishes nothing for that step and says why in the log and the state.
+the object). Observations older than `stale_after_s` (receipt time) are not used: the target
+stream stops (nothing is published, not even the last target) and the controller's watchdog
+holds the robot. A bad observation (NaN, too few points) or an empty pool stops it too and says
+why in the log and the state; so does a policy step that does not come within two policy periods.
 
 Start-up errors (exit code 2, the cause in the log): a checkpoint that is missing or not a
-MotionNet checkpoint, no pool for `object_id`, an unknown robot.
+MotionNet checkpoint, no pool for `object_id`, an unknown robot, no object model for the
+collision guard.
 Parameters: `checkpoint` (default checkpoints/motionnet_small.pt), `pools` (default the
-checkpoint's data.pools), `object_id`, `mode` (easy | hard), `rate_hz`, `stale_after_s`, `robot`,
-`frame_id`, topic names.
+checkpoint's data.pools), `object_id`, `mode` (easy | hard), `rate_hz` (10), `publish_rate_hz` (30),
+`stale_after_s`, `collision_guard` (checkpoint | on | off: the approach targets' guard out of the
+object, `DynamicGraspConfig.collision_guard`; default the checkpoint's policy config; on needs
+the object's model in the object library), `robot`, `frame_id`, topic names.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import rclpy
     from geometry_msgs.msg import PoseArray, PoseStamped
+    from rcl_interfaces.msg import ParameterDescriptor
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState, PointCloud2
@@ -57,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_policy.episodes import root_to_palm_at_zero
     from dexh2r_policy.grasps.stability import finger_joint_names
     from dexh2r_policy.motionnet import CheckpointError, load_motionnet
+    from dexh2r_policy.target_stream import TargetStream
     from dexh2r_policy.train import TrainConfig, resolve_data_path
 
     apply_ros_defaults()
@@ -69,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     object_id = p("object_id", "").value
     mode = p("mode", "easy").value
     rate_hz = float(p("rate_hz", 10.0).value)
+    publish_rate_hz = float(p("publish_rate_hz", 30.0).value)
     stale_after_s = float(p("stale_after_s", 0.3).value)
     robot_name = p("robot", "ur5_shadow").value
     frame_id = p("frame_id", "world").value
@@ -76,8 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     def fail(message: str) -> int:
         return exit_with_error(node, message)
 
+    # "checkpoint" or a bool (ROS parses on/off/true/false as bool): typed dynamically
+    guard_value = p("collision_guard", "checkpoint", ParameterDescriptor(dynamic_typing=True)).value
+    guard_param = {True: "on", False: "off"}.get(guard_value, str(guard_value))
+    if guard_param not in ("checkpoint", "on", "off"):
+        return fail(f"collision_guard: 'checkpoint', 'on' or 'off', got '{guard_value}'")
     if mode not in ("easy", "hard"):
         return fail(f"mode: 'easy' or 'hard', got '{mode}'")
+    if not (rate_hz > 0.0 and publish_rate_hz > 0.0):
+        return fail(f"rate_hz and publish_rate_hz: > 0, got {rate_hz:g} and {publish_rate_hz:g}")
     if not object_id:
         return fail("object_id: required (the object being handed over, e.g. prim/box_small)")
     try:
@@ -93,14 +110,19 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(torch_threads)
-    policy = DynamicGrasp(MotionNetPlanner(model), pool, replace(cfg.policy, mode=mode))
-    if policy.config.collision_guard:  # the guard needs the object's surface: its library model
+    guard = cfg.policy.collision_guard if guard_param == "checkpoint" else guard_param == "on"
+    policy_config = replace(cfg.policy, mode=mode, collision_guard=guard)
+    policy = DynamicGrasp(MotionNetPlanner(model), pool, policy_config)
+    if guard:  # the guard needs the object's surface: the object library's model
         from dexh2r_sim.objects import ObjectLibrary, UnknownObjectError
 
         try:
             policy.set_object_model(ObjectLibrary().get(object_id))
         except (UnknownObjectError, DynamicGraspError, ValueError) as exc:
-            return fail(f"cannot start: collision guard: object model of '{object_id}': {exc}")
+            return fail(
+                f"cannot start: the collision guard needs the object model of '{object_id}': {exc} "
+                "(add the object to the library, or collision_guard:=off)"
+            )
     fingers = finger_joint_names(robot)
     index = {n: i for i, n in enumerate(robot.joint_names)}
     finger_idx = [index[n] for n in fingers]
@@ -117,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     state_pub = node.create_publisher(String, "/policy/state", reliable)
     obs: dict = {"pose": None, "points": None, "kp": None, "q": None}
-    counts = {"steps": 0, "stale": 0, "bad": 0}
+    counts = {"steps": 0, "published": 0, "stale": 0, "bad": 0}
+    # Two policy periods without a new target (a late step under load) and the stream stops too.
+    stream = TargetStream(hold_s=2.0 / rate_hz)
 
     def now_s() -> float:
         return node.get_clock().now().nanoseconds * 1e-9
@@ -155,14 +179,24 @@ def main(argv: list[str] | None = None) -> int:
     def publish_state(state: dict) -> None:
         state_pub.publish(String(data=json.dumps({**state, **counts})))
 
+    def publish_target() -> None:
+        sample = stream.sample(now_s())
+        if sample is None:  # the policy is silent: so is the stream
+            return
+        counts["published"] += 1
+        wrist_pub.publish(msgs.pose_stamped_msg(sample.T, sample.stamp, frame_id))
+        fingers_pub.publish(msgs.joint_state_msg(fingers, sample.q, stamp_s=sample.stamp))
+
     def step() -> None:
         now = now_s()
         pose, points, q = obs["pose"], obs["points"], obs["q"]
         if pose is None or points is None or q is None:
+            stream.silence()
             publish_state({"phase": policy.phase, "waiting": "object pose, points and /joint_states"})
             return
         if now - pose[2] > stale_after_s or now - points[1] > stale_after_s:
             counts["stale"] += 1
+            stream.silence()  # no old target either: the controller's watchdog holds the robot
             publish_state({"phase": policy.phase, "stale": True})
             return
         kp = obs["kp"]
@@ -173,14 +207,14 @@ def main(argv: list[str] | None = None) -> int:
             target = policy.step(pose[1], pose[0], points[0], keypoints, hand)
         except DynamicGraspError as exc:
             counts["bad"] += 1
+            stream.silence()
             log.error(f"no target this step: {exc}", throttle_duration_sec=1.0)
             publish_state({"phase": policy.phase, "error": str(exc)})
             return
         step_ms = (time.perf_counter() - t0) * 1e3
         counts["steps"] += 1
-        stamp = now_s()
-        wrist_pub.publish(msgs.pose_stamped_msg(target.T_world_hand @ T_root_palm, stamp, frame_id))
-        fingers_pub.publish(msgs.joint_state_msg(fingers, target.finger_q, stamp_s=stamp))
+        # Published by the publish timer: on time-based interpolation a tick later loses nothing.
+        stream.push(now_s(), target.stamp, target.T_world_hand @ T_root_palm, target.finger_q)
         publish_state(
             {
                 "phase": target.phase,
@@ -192,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     node.create_timer(1.0 / rate_hz, step)
-    log.info(f"DynamicGrasp ({mode}) for {object_id} from {path}: {len(pool)} grasps, {rate_hz:g} Hz")
+    node.create_timer(1.0 / publish_rate_hz, publish_target)
+    log.info(
+        f"DynamicGrasp ({mode}) for {object_id} from {path}: {len(pool)} grasps, "
+        f"policy {rate_hz:g} Hz, targets {publish_rate_hz:g} Hz"
+    )
     return spin_until_shutdown(node)
 
 

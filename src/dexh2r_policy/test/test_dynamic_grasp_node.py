@@ -1,7 +1,9 @@
-"""dynamic_grasp_node over DDS: tracked object in, controller targets out; stale and bad input."""
+"""dynamic_grasp_node over DDS: tracked object in, a 30 Hz target stream out (the policy at
+10 Hz); the stream stops on stale and bad input."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -13,9 +15,7 @@ pytestmark = pytest.mark.ros
 CKPT = "checkpoints/motionnet_small.pt"  # the committed one (docs/policy_motionnet.md)
 
 
-def test_node_tracks_the_object_and_publishes_nothing_on_stale_or_bad_input(
-    node_launcher, ros_node, tmp_path
-):
+def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_launcher, ros_node, tmp_path):
     from geometry_msgs.msg import PoseStamped
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -35,8 +35,8 @@ def test_node_tracks_the_object_and_publishes_nothing_on_stale_or_bad_input(
         params={
             "checkpoint": str(repo_root() / CKPT),
             "pools": str(tmp_path),
-            "object_id": "ball",
-            "rate_hz": 20.0,
+            "object_id": "ball",  # rate_hz 10, publish_rate_hz 30: the defaults
+            "collision_guard": "off",  # "ball" is a synthetic object: no library model
         },
     )
     robot = RobotDescription.load("ur5_shadow")
@@ -81,6 +81,21 @@ def test_node_tracks_the_object_and_publishes_nothing_on_stale_or_bad_input(
     try:
         spin(2.0)
         assert len(got["wrist"]) >= 10, proc.log_tail()
+        # Targets at ~30 Hz while the policy steps at 10 Hz (a loaded 2-core machine: >= 20 Hz).
+        n0, steps0 = len(got["wrist"]), json.loads(got["state"][-1].data)["steps"]
+        spin(1.0)
+        recent = got["wrist"][n0:]
+        steps = json.loads(got["state"][-1].data)["steps"] - steps0
+        assert len(recent) >= 20, (len(recent), proc.log_tail())
+        assert 5 <= steps <= 13, steps  # the policy itself still at 10 Hz
+        assert len(got["fingers"]) >= len(got["wrist"]) - 2
+        # Interpolated between policy targets: stamped with the time their pose is for (never
+        # past the newest target: at most frame_dt_s = 0.1 s ahead), with more distinct stamps
+        # than policy steps (each 10 Hz target repeated would give one stamp per step).
+        stamps = [msgs.from_time(m.header.stamp) for m in recent]
+        assert all(b >= a - 1e-6 for a, b in itertools.pairwise(stamps)), stamps
+        assert max(stamps) <= time.time() + 0.1 + 0.02
+        assert len(set(stamps)) > steps + 1, (steps, stamps)
         assert got["fingers"][-1].name == [n for n in robot.hand_joint_names if "WRJ" not in n]
         T = msgs.pose_matrix(got["wrist"][-1].pose)
         assert np.all(np.isfinite(T)) and 0.1 < np.linalg.norm(T[:3, 3]) < 2.0
@@ -92,11 +107,17 @@ def test_node_tracks_the_object_and_publishes_nothing_on_stale_or_bad_input(
         spin(0.5)
         assert len(got["wrist"]) == n
         assert "error" in json.loads(got["state"][-1].data)
-        sim["nan"], sim["on"] = False, False  # perception stops: stale, nothing published
-        spin(0.6)
+        sim["nan"] = False  # perception back: the stream resumes
+        spin(1.0)
         n = len(got["wrist"])
+        spin(1.0)
+        assert len(got["wrist"]) - n >= 20, proc.log_tail()
+        sim["on"] = False  # perception stops: stale, the stream stops (no old target repeated)
+        spin(0.6)
+        n, nf = len(got["wrist"]), len(got["fingers"])
         spin(0.5)
-        assert len(got["wrist"]) == n and json.loads(got["state"][-1].data).get("stale")
+        assert len(got["wrist"]) == n and len(got["fingers"]) == nf
+        assert json.loads(got["state"][-1].data).get("stale")
     finally:
         executor.remove_node(ros_node)
         executor.shutdown(timeout_sec=1.0)
@@ -108,9 +129,15 @@ def test_node_tracks_the_object_and_publishes_nothing_on_stale_or_bad_input(
         ({"checkpoint": "/nonexistent/model.pt", "object_id": "ball"}, "checkpoint not found"),
         ({}, "object_id: required"),
         ({"object_id": "no/such_object", "pools": "/tmp"}, "no grasp pool for object 'no/such_object'"),
+        ({"object_id": "ball", "collision_guard": "maybe"}, "collision_guard: 'checkpoint', 'on' or 'off'"),
+        ({"object_id": "ball", "collision_guard": "on"}, "needs the object model of 'ball'"),
     ],
 )
-def test_start_up_errors_exit_with_the_cause(node_launcher, params, message):
+def test_start_up_errors_exit_with_the_cause(node_launcher, params, message, tmp_path):
+    from dexh2r_policy.models.synthetic import synthetic_pool
+
+    synthetic_pool("ball", n_grasps=4, seed=0).save(tmp_path / "ball.npz")
+    params = {"pools": str(tmp_path), **params}
     proc = node_launcher.start("dexh2r_policy.dynamic_grasp_node:main", params=params)
     assert proc.popen.wait(timeout=60) == 2
     assert message in proc.log_text()
