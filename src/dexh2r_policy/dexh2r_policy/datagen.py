@@ -104,7 +104,7 @@ def grasps(argv: list[str]) -> int:
         "--candidates",
         type=int,
         default=None,
-        help="per object (default the family's grid: power 25 x 20 = 500 as the paper, pinch 25 x 4 = 100)",
+        help="per object (default the family's grid: power 25 x 20 = 500 as the paper, pinch 25 x 8 = 200)",
     )
     parser.add_argument("--workers", type=int, default=1, help="processes (objects in parallel)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many objects")

@@ -2,6 +2,7 @@
 
     dexh2r eval offline --policy motionnet --mode easy --split test --json runs/offline_easy.json
                         [--checkpoint CKPT] [--data DIR] [--pools DIR] [--out FOLDER] [--limit N]
+                        [--pool-families power,pinch] [--guard-margin M]
     dexh2r eval offline --policy expert --mode hard --split test --json runs/expert_hard.json --data DIR
     dexh2r eval offline --policy dp3 --mode easy --split test --json runs/offline/dp3_easy.json   # or dp
 
@@ -147,13 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help=f"policy config for --policy expert (default {DEFAULT_CONFIG})")
     parser.add_argument("--data", help="DexH2R-layout root (default: the checkpoint's data.root)")
     parser.add_argument("--pools", help="grasp pool folder (default: the checkpoint's data.pools)")
+    parser.add_argument(
+        "--pool-families",
+        help="comma-separated grasp families of the pools to use (power, pinch; default: every family found)",
+    )
     parser.add_argument("--out", help="results folder (default: next to --json)")
     parser.add_argument("--limit", type=int, help="at most this many sequences")
     parser.add_argument("--align-after", type=int, help="override the policy's align_after_frames")
     parser.add_argument(
         "--guard-margin",
         type=float,
-        help="turn on the collision guard of approach targets with this margin (m); default off",
+        help="the collision guard of approach targets with this margin (m); 0 turns it off (default: the "
+        "checkpoint's policy config)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
@@ -209,8 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         pc = replace(pc, replan_every=cfg.model.n_action)
     if args.align_after is not None:
         pc = replace(pc, align_after_frames=args.align_after)
+    if args.policy == "expert" and args.guard_margin is None:
+        pc = replace(pc, collision_guard=False)  # the recording's own motion, as recorded
     if args.guard_margin is not None:
-        pc = replace(pc, collision_guard=True, collision_margin_m=args.guard_margin)
+        margin = max(args.guard_margin, 0.0)
+        pc = replace(pc, collision_guard=margin > 0, collision_margin_m=margin)
     split = SPLITS.get(args.split, args.split)
     try:
         ds = DexH2RDataset(resolve_data_path(args.data or cfg.data.root))
@@ -220,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     ids = ids[: args.limit] if args.limit is not None else ids
     if not ids:
         return fail(f"split '{split}' of {ds.root} has no sequences")
-    pools = PoolLibrary(resolve_data_path(args.pools or cfg.data.pools), cfg.data.stable_only)
+    families = tuple(f.strip() for f in args.pool_families.split(",")) if args.pool_families else None
+    try:
+        pools = PoolLibrary(resolve_data_path(args.pools or cfg.data.pools), cfg.data.stable_only, families)
+    except ValueError as exc:
+        return fail(f"--pool-families: {exc}")
     out = Path(args.out) if args.out else Path(args.json).with_suffix("")
     out.mkdir(parents=True, exist_ok=True)
     run_config = {
@@ -229,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "split": split,
         "data": str(ds.root),
         "checkpoint": str(ckpt_path) if ckpt_path else None,
+        "pool_families": list(pools.families),
         "policy_config": to_dict(pc),
         "model_config": to_dict(cfg.model),
         "sequences": [str(i) for i in ids],

@@ -106,6 +106,20 @@ def test_errors(setup: dict, tmp_path: Path, capsys) -> None:
     assert "no grasp pool for object" in capsys.readouterr().err
     assert main([*args, "--checkpoint", str(setup["ckpt"]), "--split", "nosuch"]) == 2
     assert "unknown split" in capsys.readouterr().err
+    assert main([*args, "--checkpoint", str(setup["ckpt"]), "--pool-families", "power,fist"]) == 2
+    assert "grasp families ['fist']" in capsys.readouterr().err
+
+
+def test_guard_margin_and_pool_families_are_recorded(setup: dict, tmp_path: Path) -> None:
+    """`--guard-margin M` turns the collision guard on (0: off, whatever the checkpoint says); the
+    run's config records it and the pool families used."""
+    base = ["--policy", "motionnet", "--checkpoint", str(setup["ckpt"]), "--limit", "1", "--split", "test"]
+    for margin, on in (("0.01", True), ("0", False)):
+        out = tmp_path / f"g{margin}.json"
+        assert main([*base, "--guard-margin", margin, "--pool-families", "power", "--json", str(out)]) == 0
+        config = json.loads((tmp_path / f"g{margin}" / "config.json").read_text())
+        assert config["policy_config"]["collision_guard"] is on
+        assert config["pool_families"] == ["power"]
 
 
 def test_penetration_depth() -> None:

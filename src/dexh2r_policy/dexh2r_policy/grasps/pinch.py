@@ -1,8 +1,8 @@
 """Fingertip pinch grasps for the pools: the handover grasp on the object's free part (ROS-free).
 
-    gen = PinchGenerator(robot)                     # 25 approach directions x 4 pinch yaws
-    T_obj_hand, finger_q = gen.generate(obj, 100)   # object frame, hand root, wrist joints 0
-    pool = generate_pool(robot, obj, 100, generator=gen)   # + the paper's stability test
+    gen = PinchGenerator(robot)                     # 25 approach directions x 8 headings
+    T_obj_hand, finger_q = gen.generate(obj, 200)   # object frame, hand root, wrist joints 0
+    pool = generate_pool(robot, obj, 200, generator=gen)   # + the paper's stability test
 
 Why: the paper's pool (`grasps/pool.py`) holds whole-hand grasps. In a handover the giver's
 fingers hold the lower part of the object, so those grasps collide with the giver, and the
@@ -40,7 +40,10 @@ UP = np.array([0.0, 0.0, 1.0])
 @dataclass(frozen=True)
 class PinchConfig:
     n_directions: int = 25  # approach directions in the object frame (Fibonacci lattice)
-    yaws_deg: tuple[float, ...] = (0.0, 45.0, 90.0, 135.0)  # the object turned about the approach
+    # The object turned about the approach: every palm heading, 45 deg apart (a pinch is not
+    # symmetric under a half turn: thumb and fingers swap), so that some pinch of every
+    # direction needs at most a 22.5 deg turn of the arm's wrist from where it comes.
+    yaws_deg: tuple[float, ...] = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0)
     # Where the pinch section's centre is placed (arm base frame, m): in front of the robot at
     # the giver's offer height of the scenario sets, where the arm reaches down comfortably.
     position: tuple[float, float, float] = (0.60, 0.0, 0.35)
