@@ -13,6 +13,8 @@ depth (the official evaluator's test, method doc §5.2).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from dexh2r_policy.models.geometry import from_frame, to_frame
@@ -86,11 +88,21 @@ class CollisionGuard(Penetration):
         u = T[:3, 3] - centre
         norm = float(np.linalg.norm(u))
         u = u / norm if norm > 1e-9 else T_world_obj[:3, 2]
-        start = T[:3, 3].copy()
-        push = 0.0
-        while push < self.max_push_m:
-            push += self.step_m
-            T[:3, 3] = start + push * u
-            if self.clear(T, local, T_world_obj):
+        # The linear search (the first of step, 2 step, ... that clears), 16 steps per KD-tree
+        # query: only the translation changes, so the object-frame points of a push are those
+        # of no push plus push * u. One query per step took up to 6 ms on a deep push.
+        P0 = to_frame(T_world_obj, from_frame(T, local))
+        u_obj = T_world_obj[:3, :3].T @ u
+        n = max(1, math.ceil(self.max_push_m / self.step_m - 1e-9))
+        pushes = self.step_m * np.arange(1, n + 1)
+        for chunk in np.array_split(pushes, math.ceil(n / 16)):
+            P = (P0[None] + chunk[:, None, None] * u_obj).reshape(-1, 3)
+            d, _ = self.signed_depths(P)
+            ok = np.all(d.reshape(len(chunk), -1) <= -self.margin_m, axis=1)
+            if ok.any():
+                push = float(chunk[int(np.argmax(ok))])
                 break
+        else:
+            push = float(pushes[-1])
+        T[:3, 3] = T[:3, 3] + push * u
         return T, push
