@@ -81,6 +81,13 @@ def test_pool_files_by_family_and_the_library_joins_them(robot, box, tmp_path: P
     assert len(PoolLibrary(tmp_path).get("prim/box_small")) == 3
     with pytest.raises(ValueError, match="grasp families"):
         PoolLibrary(tmp_path, families=("fist",))
+    # The grasp CVAE learns the paper's whole-hand grasps: it reads the power files only.
+    from dexh2r_policy.grasps.cvae_train import CVAEDataConfig, load_objects
+
+    objects = load_objects(CVAEDataConfig(pools=str(tmp_path), surface_points=64))
+    assert [(o.name, len(o.T_obj_hand), o.pool_file.name) for o in objects] == [
+        ("prim/box_small", 3, "prim__box_small.npz")
+    ]
 
 
 def test_datagen_pinch_family_cli(tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ class ObjectGrasps:
 
 def load_objects(cfg: CVAEDataConfig) -> list[ObjectGrasps]:
     """Every object with a pool in `cfg.pools`, its stable grasps and its surface (see module doc)."""
-    from dexh2r_policy.grasps.pool import GraspPool
+    from dexh2r_policy.grasps.pool import FAMILIES, GraspPool
 
     pools_dir = resolve_data_path(cfg.pools)
     if not pools_dir.is_dir():
@@ -136,7 +136,8 @@ def load_objects(cfg: CVAEDataConfig) -> list[ObjectGrasps]:
         library = ObjectLibrary()
         held = set(library.ids("test"))
         for path in sorted(pools_dir.glob("*.npz")):
-            if path.name.endswith(".tmp.npz"):
+            # the whole-hand pools only: the CVAE learns the paper's grasps, not the pinch family
+            if path.name.endswith(".tmp.npz") or any(path.name.endswith(f".{f}.npz") for f in FAMILIES):
                 continue
             pool = GraspPool.load(path)
             obj = library.get(pool.object_id, scale=pool.object_scale)
