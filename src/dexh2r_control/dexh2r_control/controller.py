@@ -26,7 +26,15 @@ A new hand target's IK is seeded with the current command (`ik_seed_from_command
 on the arm's present branch. With measured joints (`set_measured`), the arm goal the interpolator
 brakes toward is kept within `max_following_error_rad` of them: a robot slower than the
 description's velocity limits (the sim's UR5 wrists: ~0.35 rad/s against 3.2) is waited for
-instead of being run away from (in the closed loop the command was 1.3 rad ahead of the robot).
+instead of being run away from (in the closed loop the command was 1.3 rad ahead of the robot);
+`following_error_uniform` scales the arm's step as a whole instead of clipping each joint.
+
+With `ik_max_jump_rad` > 0, an IK solution farther than that from the current command (a far
+branch: the home posture is ~10 deg from the UR5 wrist singularity) is not tracked; the goal is
+the solution for a pose part of the way along the straight Cartesian path from the commanded palm
+to the target (the fraction halved until the solution stays within the bound) and the path is
+followed on later ticks. `ik_extra_joints` (the hand's wrist joints) let the IK absorb palm
+rotations with the hand's fast wrist; their IK values replace the target's.
 
 Direct joint targets (`set_joint_target`, e.g. teleop or a retreat/place configuration) bypass
 IK and go through steps 2-4. Invalid targets raise `InvalidTargetError` and are not stored (the
@@ -40,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from dexh2r_control.ik import ArmIk, IkConfig
+from dexh2r_control.ik import ArmIk, IkConfig, interpolate_pose
 from dexh2r_control.safety import (
     InvalidTargetError,
     SafeCommand,
@@ -76,6 +84,21 @@ class ControllerConfig:
     # the description's velocity limits is waited for instead of being run away from (0: off).
     max_following_error_rad: float = 0.15
     measured_max_age_s: float = 0.1
+    # The bound scales the arm's step toward the goal as a whole (its direction kept) instead of
+    # clipping each joint.
+    following_error_uniform: bool = False
+    # No far-branch jumps: an IK solution more than this (max abs joint change) from the current
+    # command is not tracked; the controller solves for a pose part of the way along the straight
+    # Cartesian path from the commanded palm to the target instead (halving the fraction up to
+    # `ik_max_halvings` times per tick) and goes on along that path on later ticks (0: off, the
+    # raw solution is tracked whatever its distance).
+    ik_max_jump_rad: float = 0.0
+    ik_max_halvings: int = 2
+    # Extra IK joints besides the arm's, e.g. ("rh_WRJ2", "rh_WRJ1"): the hand's own (fast) wrist
+    # joints absorb palm rotations; their IK values replace the target's for those joints.
+    ik_extra_joints: tuple[str, ...] = ()
+    # Cost of moving each IK joint (arm, then extra; empty = all 1): see IkConfig.joint_costs.
+    ik_joint_costs: tuple[float, ...] = ()
     safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
@@ -85,6 +108,8 @@ class ControllerConfig:
             raise ValueError("ik_iterations must be >= 1")
         if self.max_following_error_rad < 0:
             raise ValueError("max_following_error_rad must be >= 0")
+        if self.ik_max_jump_rad < 0 or self.ik_max_halvings < 0:
+            raise ValueError("ik_max_jump_rad and ik_max_halvings must be >= 0")
 
 
 @dataclass
@@ -119,7 +144,19 @@ class ArmHandController:
         self.n_arm = robot.n_arm
         self.safety = SafetyFilter(robot, cfg.safety)
         frame = cfg.ik_frame or robot.config.hand.palm_link
-        self.ik = ArmIk(robot, frame, IkConfig(max_iterations=cfg.ik_iterations))
+        self.ik = ArmIk(
+            robot,
+            frame,
+            IkConfig(
+                max_iterations=cfg.ik_iterations,
+                extra_joints=tuple(cfg.ik_extra_joints),
+                joint_costs=tuple(cfg.ik_joint_costs),
+                limit_margin_rad=cfg.safety.position_margin_rad,
+            ),
+        )
+        # Robot indices of the IK's joints: the arm's, then the extra ones.
+        self._extra_idx = self.ik.extra_index
+        self._ik_idx = np.r_[np.arange(self.n_arm), self._extra_idx].astype(int)
         self.jerk_max = np.array([cfg.arm_jerk_limit] * self.n_arm + [cfg.hand_jerk_limit] * robot.n_hand)
         self._ramp_s = self.safety.a_max / self.jerk_max  # time to build up a_max
         self._actuated_idx = np.array(
@@ -128,7 +165,11 @@ class ArmHandController:
         self._hand_target: HandTarget | None = None
         self._joint_goal: np.ndarray | None = None
         self._q_ik: np.ndarray | None = None  # warm start: last IK solution (arm)
+        self._q_ik_extra = np.zeros(len(self._extra_idx))  # and of the extra IK joints
         self._ik_done = False
+        self._path_from = np.eye(4)  # Cartesian path start: the commanded palm at the target
+        self._path_s = 0.0  # fraction of that path the current IK goal reaches
+        self._path_step = 1.0  # fraction increment tried first on the next tick
         self._measured: np.ndarray | None = None
         self._measured_stamp = -np.inf
         self._last_now: float | None = None
@@ -141,6 +182,7 @@ class ArmHandController:
         self._hand_target = None
         self._joint_goal = None
         self._q_ik = self.safety.q[: self.n_arm].copy()
+        self._q_ik_extra = self.safety.q[self._extra_idx].copy()
         self._last_now = now
         self.state = ControllerState(None, False, float("nan"), 0, 0.0, -np.inf)
 
@@ -175,11 +217,21 @@ class ArmHandController:
         T = T.copy()
         if self.config.clamp_target_to_workspace:
             T[:3, 3] = np.clip(T[:3, 3], self.safety.box_lo, self.safety.box_hi)
+        # The same pose again (a refreshed target): go on along the same Cartesian path.
+        same_pose = self._hand_target is not None and np.array_equal(T, self._hand_target.palm_pose)
         self._hand_target = HandTarget(float(target.stamp), T, hand)
         self._joint_goal = None
         self._ik_done = False
-        if self.config.ik_seed_from_command:
+        on_path = same_pose and self.config.ik_max_jump_rad > 0
+        # (On the same path the last accepted solution stays: it is within the bound of the
+        # command, and re-seeding would drop the goal to the command while no stride is found.)
+        if self.config.ik_seed_from_command and not on_path:
             self._q_ik = self.safety.q[: self.n_arm].copy()
+            self._q_ik_extra = self.safety.q[self._extra_idx].copy()
+        if self.config.ik_max_jump_rad > 0 and not on_path:
+            self._path_from = self.ik.frame_pose(self.safety.q)
+            self._path_s = 0.0
+            self._path_step = 1.0
         self.state.target_stamp = float(target.stamp)
 
     def set_joint_target(self, q: np.ndarray, stamp: float) -> None:
@@ -231,23 +283,63 @@ class ArmHandController:
         """Goal joints for the hand target: a bounded, warm-started IK step (skipped once converged)."""
         t = self._hand_target
         goal = np.concatenate([self._q_ik, t.hand_q])
+        goal[self._extra_idx] = self._q_ik_extra
         if not self._ik_done:
             import time
 
             t0 = time.perf_counter()
-            res = self.ik.solve(t.palm_pose, goal)
+            if self.config.ik_max_jump_rad > 0:
+                res, iterations, success = self._solve_on_path(t.palm_pose, goal)
+            else:
+                res = self.ik.solve(t.palm_pose, goal)
+                iterations, success = res.iterations, res.success
             self.state.ik_seconds = time.perf_counter() - t0
-            self.state.ik_iterations = res.iterations
-            self.state.ik_success = res.success
-            self.state.ik_position_error_m = res.position_error_m
-            self._q_ik = res.q_arm
-            # Converged: reuse the solution until the target changes.
-            self._ik_done = res.iterations < self.ik.config.max_iterations and res.success
-            goal[: self.n_arm] = res.q_arm
+            self.state.ik_iterations = iterations
+            self.state.ik_success = success
+            if res is not None:
+                self.state.ik_position_error_m = res.position_error_m
+                self._q_ik = res.q_arm
+                self._q_ik_extra = res.q_extra
+                # Converged on the target itself: reuse the solution until the target changes.
+                self._ik_done = res.iterations < self.ik.config.max_iterations and success
+            goal[: self.n_arm] = self._q_ik
+            goal[self._extra_idx] = self._q_ik_extra
         else:
             self.state.ik_seconds = 0.0
             self.state.ik_iterations = 0
         return self._limit(goal)
+
+    def _solve_on_path(self, target: np.ndarray, seed: np.ndarray) -> tuple[Any, int, bool]:
+        """IK for the farthest pose on the Cartesian path (commanded palm -> target) whose solution
+        stays within `ik_max_jump_rad` of the current command: near the wrist singularity a
+        nearby palm pose can have its IK solution on a far branch (or radians of wrist motion
+        away), and the straight joint-space line to it sweeps the palm away from the target. The
+        stride along the path halves on a rejection and doubles after a success, over ticks.
+        Returns (accepted result or None, iterations, reached the target itself)."""
+        cfg = self.config
+        q_cmd = self.safety.q[self._ik_idx]
+        s_lo = self._path_s
+        step = self._path_step  # the path fraction to try first: adapts over ticks
+        fallback = None
+        iterations = 0
+        for _ in range(cfg.ik_max_halvings + 1):
+            s_try = min(1.0, s_lo + step)
+            T = target if s_try >= 1.0 else interpolate_pose(self._path_from, target, s_try)
+            res = self.ik.solve(T, seed)
+            iterations += res.iterations
+            jump = float(np.max(np.abs(np.r_[res.q_arm, res.q_extra] - q_cmd)))
+            if jump <= cfg.ik_max_jump_rad:
+                if res.success:
+                    self._path_s = s_try
+                    self._path_step = min(1.0, 2.0 * step)  # try a longer stride next tick
+                    return res, iterations, s_try >= 1.0
+                if fallback is None:
+                    fallback = res  # not converged yet: progress for the next tick's warm start
+            step *= 0.5
+        # Nothing converged within the bound: keep the old goal (or warm-start from a bounded
+        # partial solution) and go on halving from here next tick, as the command moves on.
+        self._path_step = max(step, 1e-4)
+        return fallback, iterations, False
 
     def _interpolate(self, goal: np.ndarray, dt: float, scale: float) -> np.ndarray:
         """Next desired position: braking-curve velocity, velocity loop, accel and jerk limits."""
@@ -291,7 +383,13 @@ class ArmHandController:
             # The goal the interpolator brakes toward, not its output: no overshoot at the bound.
             m = self._measured[: self.n_arm]
             goal = goal.copy()
-            goal[: self.n_arm] = np.clip(goal[: self.n_arm], m - e, m + e)
+            if self.config.following_error_uniform:
+                # Scale the whole arm step, keeping its joint-space direction: clipping each joint
+                # lets the fast joints run on while a slow one lags, off the path to the goal.
+                d = goal[: self.n_arm] - m
+                goal[: self.n_arm] = m + d * min(1.0, e / max(float(np.max(np.abs(d))), 1e-12))
+            else:
+                goal[: self.n_arm] = np.clip(goal[: self.n_arm], m - e, m + e)
         q_des = self._interpolate(goal, dt, scale)
         return self.safety.step(q_des, now, dt, self.state.target_stamp)
 

@@ -198,3 +198,101 @@ def test_new_target_ik_starts_from_the_command(robot):
     c.set_hand_target(HandTarget(c.dt, here, None))
     c.step(2 * c.dt)
     assert np.abs(c.state.goal[:6] - c.safety.q[:6]).max() < 0.05
+
+
+def _near_singular_rotation(robot):
+    """Wrist 2 at 3 deg from the UR5 wrist singularity (home is 10 deg from it) and a palm target
+    10 deg (about world x) and 2 cm away: the nearest arm-only IK solution turns wrists 1 and 3 by
+    more than 1 rad, and the straight joint-space line to it swings the palm off the target."""
+    from scipy.spatial.transform import Rotation
+
+    q0 = robot.home()
+    q0[robot.joint_names.index("wrist_2_joint")] = -3.09
+    return q0, Rotation.from_rotvec(np.radians(10.0) * np.array([1.0, 0.0, 0.0])).as_matrix()
+
+
+def _pose_error(A, B):
+    """Palm pose error in the IK's metric: metres, with 0.5 m per radian of rotation."""
+    from scipy.spatial.transform import Rotation
+
+    angle = Rotation.from_matrix(A[:3, :3].T @ B[:3, :3]).magnitude()
+    return float(np.hypot(np.linalg.norm(A[:3, 3] - B[:3, 3]), 0.5 * angle))
+
+
+def test_far_ik_solution_is_not_tracked_the_palm_follows_the_cartesian_path(robot):
+    """ik_max_jump_rad: the goal stays within the bound of the command every tick and the
+    commanded palm approaches the target monotonically; without the bound the goal jumps more
+    than 1 rad and the palm first moves away from the target."""
+    from dexh2r_control.ik import ArmIk
+
+    q0, R = _near_singular_rotation(robot)
+    full = ArmIk(robot, "rh_palm")
+    for bound in (0.3, 0.0):
+        c = ArmHandController(robot, ControllerConfig(ik_max_jump_rad=bound))
+        c.reset(q0, 0.0)
+        T = c.palm_pose()
+        T[:3, :3] = R @ T[:3, :3]
+        T[:3, 3] += [0.0, 0.02, 0.0]
+        if bound:
+            far = full.solve(T, q0)
+            assert far.success and np.abs(far.q_arm - q0[:6]).max() > 1.0  # the far solution
+        errors, jumps = [], []
+        for k in range(1, round(2.5 / c.dt)):
+            t = k * c.dt
+            c.set_hand_target(HandTarget(t, T, None))  # refreshed every tick, as a teleop stream
+            c.step(t)
+            jumps.append(np.abs(c.state.goal[:6] - c.safety.q[:6]).max())
+            errors.append(_pose_error(c.palm_pose(), T))
+        rise = float(np.max(np.diff(errors)))
+        print(f"bound {bound}: goal-command max {max(jumps):.2f} rad, error rise {rise * 1e3:.3f} mm")
+        if bound:
+            assert max(jumps) <= bound + 1e-9
+            assert rise < 1e-5  # monotonic (round-off aside)
+            assert errors[-1] < 1e-3 and c.state.ik_success and c.at_goal()
+        else:
+            assert max(jumps) > 1.0 and max(errors) > errors[0] + 5e-3
+
+
+def test_hand_wrist_joints_absorb_a_palm_rotation(robot):
+    """ik_extra_joints: the hand's own wrist joints take the rotation the arm alone reaches only
+    by turning its wrists > 1 rad; their IK values replace the target's (0) in the command."""
+    q0, R = _near_singular_rotation(robot)
+    wrist = [robot.joint_names.index(n) for n in ("rh_WRJ2", "rh_WRJ1")]
+    moved = {}
+    for extra in ((), ("rh_WRJ2", "rh_WRJ1")):
+        c = ArmHandController(robot, ControllerConfig(ik_extra_joints=extra))
+        c.reset(q0, 0.0)
+        T = c.palm_pose()
+        T[:3, :3] = R @ T[:3, :3]
+        hand = np.zeros(robot.n_hand)  # the target's hand wrist: 0
+        drive(c, lambda t, T=T, hand=hand: HandTarget(t, T, hand), 2.0)
+        assert _pose_error(c.palm_pose(), T) < 1e-3
+        moved[extra] = float(np.abs(c.safety.q[:6] - q0[:6]).max())
+        if extra:
+            assert np.abs(c.safety.q[wrist]).max() > 0.05  # the hand's wrist did part of it
+            assert np.all(c.safety.q[wrist] >= c.safety.lower[wrist] - 1e-9)
+            assert np.all(c.safety.q[wrist] <= c.safety.upper[wrist] + 1e-9)
+    arm_only, with_wrist = moved[()], moved[("rh_WRJ2", "rh_WRJ1")]
+    print(f"arm joint travel: arm only {arm_only:.2f} rad, with the hand wrist {with_wrist:.2f}")
+    assert arm_only > 1.0 and with_wrist < 0.3
+
+
+def test_uniform_following_error_keeps_the_step_direction(robot):
+    """following_error_uniform: the bounded arm goal lies on the joint-space line from the measured
+    joints to the IK goal (per-joint clipping bends it: the fast joints run ahead of a slow one)."""
+    far = [0.6, -0.4, 0.5, 0.6, -0.6, 0.8]
+    for uniform in (True, False):
+        c = ArmHandController(robot, ControllerConfig(following_error_uniform=uniform))
+        c.reset(robot.home(), 0.0)
+        T = reachable_pose(c, far)
+        stuck = robot.home()  # the robot does not move at all
+        for k in range(1, 200):
+            c.set_measured(stuck, k * c.dt)
+            c.set_hand_target(HandTarget(k * c.dt, T, None))
+            c.step(k * c.dt)
+        lead = c.safety.q[:6] - stuck[:6]
+        wanted = c.state.goal[:6] - stuck[:6]
+        cos = lead @ wanted / (np.linalg.norm(lead) * np.linalg.norm(wanted))
+        assert np.abs(lead).max() <= c.config.max_following_error_rad + 1e-6
+        print(f"uniform={uniform}: cos(lead, goal direction) {cos:.4f}")
+        assert (cos > 0.999) == uniform

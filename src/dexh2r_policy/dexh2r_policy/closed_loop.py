@@ -42,6 +42,12 @@ CAMERA_HZ = 30.0
 CONTROL_HZ = 100.0
 POLICY_HZ = 10.0  # the rate the committed checkpoint's episodes were recorded at
 GRASP_PHASES = ("align", "close", "lift", "done")
+# After the close: a slow pull up rather than the offline 10 cm lift in 1 s. The giver's hand
+# holds the object stiffly until it feels the weight taken (the cell's release rule); a fast
+# lift tears the pinch off the object, a slow pull lets the giver let go (the expert's protocol,
+# dexh2r_sim.scripted: 1 cm at 5 mm/s).
+LIFT_M = 0.015
+LIFT_S = 3.0
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 
 
@@ -129,7 +135,15 @@ def run_episode(
     hand_tracker = HandTracker(cell.calibration) if perception == "cameras" else None
     model = ObjectModel.from_sim_object(cell.sim_object, n=TrackerConfig().model_points, seed=0)
     tracker = ObjectTrackingPipeline(cell.calibration, TrackerConfig(), robot=robot, model=model)
-    controller = ArmHandController(robot, ControllerConfig(rate_hz=CONTROL_HZ))
+    controller = ArmHandController(
+        robot,
+        ControllerConfig(  # docs/closed_loop.md: the hand's wrist joints, no far IK branches
+            rate_hz=CONTROL_HZ,
+            ik_max_jump_rad=0.3,
+            ik_extra_joints=("rh_WRJ2", "rh_WRJ1"),
+            following_error_uniform=True,
+        ),
+    )
     _, q, _, _ = cell.joint_state()
     controller.reset(np.asarray(q), cell.time)
     T_root_palm = root_to_palm_at_zero(robot)
@@ -316,6 +330,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the approach counts as the grasp phase for the safety filter once the palm is this "
         "close to the object (0: only align / close / lift, the first closed loop's rule)",
     )
+    parser.add_argument(
+        "--lift-m",
+        type=float,
+        default=LIFT_M,
+        help="after the close the hand pulls up this far, slowly (--lift-s): the giver lets go "
+        "once it feels the weight taken, as with a person",
+    )
+    parser.add_argument("--lift-s", type=float, default=LIFT_S, help="duration of that pull (s)")
     parser.add_argument("--json", required=True)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -364,7 +386,13 @@ def main(argv: list[str] | None = None) -> int:
                     policy = DynamicGrasp(
                         planner,
                         pool,
-                        replace(cfg.policy, mode=mode, align_style=args.align),
+                        replace(
+                            cfg.policy,
+                            mode=mode,
+                            align_style=args.align,
+                            lift_height_m=args.lift_m,
+                            lift_frames=max(1, round(args.lift_s * POLICY_HZ)),
+                        ),
                     )
                 except DynamicGraspError as exc:
                     print(f"dexh2r eval closed-loop: {exc}", file=sys.stderr)

@@ -97,6 +97,10 @@ class DynamicGraspConfig:
     close_frames: int = 5
     squeeze_rad: float = 0.15
     squeeze_joints: tuple[str, ...] = DEFAULT_SQUEEZE_JOINTS
+    # Pinch grasps (`grasps.pinch`): index and middle flex and the thumb swings in (THJ5) to
+    # squeeze; to open, the fingers extend and the thumb swings back and out.
+    pinch_squeeze_joints: tuple[str, ...] = ("rh_FFJ3", "rh_FFJ2", "rh_MFJ3", "rh_MFJ2", "rh_THJ5")
+    pinch_thumb_open: tuple[tuple[str, float], ...] = (("rh_THJ5", -0.4), ("rh_THJ4", -0.3))
     lift_frames: int = 10
     lift_height_m: float = 0.10
     # Goal alignment on a physical robot (`align_style="pregrasp"`; "paper" = the paper's
@@ -161,17 +165,22 @@ class HandTarget:
 
 @dataclass
 class ObjectGraspPool:
-    """Grasps in the object frame: T_obj_hand [G, 4, 4], finger_q [G, 22] (finger_joint_names order)."""
+    """Grasps in the object frame: T_obj_hand [G, 4, 4], finger_q [G, 22] (finger_joint_names order),
+    and which are fingertip pinches (`pinch` [G] bool, `grasps.pinch`: they open and squeeze
+    other joints than the whole-hand grasps)."""
 
     T_obj_hand: np.ndarray
     finger_q: np.ndarray
     name: str = ""
+    pinch: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.T_obj_hand = np.asarray(self.T_obj_hand, dtype=np.float64).reshape(-1, 4, 4)
         if len(self.T_obj_hand) == 0:
             raise EmptyPoolError(f"grasp pool {self.name or '(unnamed)'} is empty")
         self.finger_q = np.asarray(self.finger_q, dtype=np.float64).reshape(len(self.T_obj_hand), -1)
+        n = len(self.T_obj_hand)
+        self.pinch = np.zeros(n, bool) if self.pinch is None else np.asarray(self.pinch, bool).reshape(n)
         if not (np.isfinite(self.T_obj_hand).all() and np.isfinite(self.finger_q).all()):
             raise BadInputError(f"grasp pool {self.name or '(unnamed)'} contains NaN or inf")
 
@@ -184,7 +193,8 @@ class ObjectGraspPool:
         mask = pool.succ6 if stable_only and pool.succ6.any() else np.ones(len(pool), bool)
         if len(pool) == 0:
             raise EmptyPoolError(f"grasp pool of {pool.object_id} is empty")
-        return cls(pool.T_obj_hand[mask], pool.finger_q[mask], pool.object_id)
+        pinch = np.full(int(mask.sum()), pool.info.get("family") == "pinch")
+        return cls(pool.T_obj_hand[mask], pool.finger_q[mask], pool.object_id, pinch)
 
     @classmethod
     def load(cls, path, stable_only: bool = True) -> ObjectGraspPool:
@@ -439,9 +449,16 @@ class DynamicGrasp:
             hs = HandSurface.for_robot("ur5_shadow", 64)
         self.hand_surface = hs
         names = hs.finger_names
-        self.squeeze_idx = np.array(
-            [names.index(n) for n in self.config.squeeze_joints if n in names], dtype=int
-        )
+
+        def idx(joints) -> np.ndarray:
+            return np.array([names.index(n) for n in joints if n in names], dtype=int)
+
+        c = self.config
+        self.squeeze_idx = idx(c.squeeze_joints)
+        self.pinch_squeeze_idx = idx(c.pinch_squeeze_joints)
+        self.pinch_open_idx = idx(j for j in c.squeeze_joints if "TH" not in j)
+        self.pinch_thumb_idx = idx(n for n, _ in c.pinch_thumb_open)
+        self.pinch_thumb_delta = np.array([d for n, d in c.pinch_thumb_open if n in names])
         lo, hi = hs.model.jnt_range[:, 0], hs.model.jnt_range[:, 1]
         self.q_lower, self.q_upper = lo[: len(names)], hi[: len(names)]
         self.pool: ObjectGraspPool | None = None
@@ -613,9 +630,7 @@ class DynamicGrasp:
         if s.phase == "close":
             k = s.frame - s.phase_frame
             ramp = min(1.0, k / max(c.close_frames, 1))
-            q = s.q_closed.copy()
-            q[self.squeeze_idx] += ramp * c.squeeze_rad
-            q = np.clip(q, self.q_lower, self.q_upper)
+            q = s.q_closed + ramp * (self.squeezed(s.goal) - s.q_closed)
             T = pool_world[s.goal]
             if k >= c.close_frames:
                 s.phase, s.phase_frame, s.T_lift0 = "lift", s.frame, T.copy()
@@ -633,10 +648,26 @@ class DynamicGrasp:
         return target(T, s.q_closed if s.q_closed is not None else hand.finger_q, goal=s.goal)
 
     # -- goal alignment on a physical robot (align_style="pregrasp") --
-    def open_hand(self, finger_q: np.ndarray) -> np.ndarray:
-        """The grasp posture with the squeeze joints opened by `open_rad` (clipped to limits)."""
+    def open_hand(self, finger_q: np.ndarray, pinch=False) -> np.ndarray:
+        """The grasp posture opened (clipped to limits): a whole-hand grasp's squeeze joints by
+        `open_rad`; a pinch's fingers likewise and its thumb swung back (`pinch_thumb_open`):
+        opening the thumb's flexion instead drives a pinch's thumb tip 15-30 mm into the object.
+        finger_q [..., F], pinch bool or [...]."""
         q = np.array(finger_q, dtype=np.float64, copy=True)
-        q[..., self.squeeze_idx] -= self.config.open_rad
+        power = q.copy()
+        power[..., self.squeeze_idx] -= self.config.open_rad
+        pin = q.copy()
+        pin[..., self.pinch_open_idx] -= self.config.open_rad
+        pin[..., self.pinch_thumb_idx] += self.pinch_thumb_delta
+        out = np.where(np.asarray(pinch, bool)[..., None], pin, power)
+        return np.clip(out, self.q_lower, self.q_upper)
+
+    def squeezed(self, g: int) -> np.ndarray:
+        """Pool grasp g's fingers squeezed `squeeze_rad` past contact (the grip's servo error):
+        the flexion joints of a whole-hand grasp; a pinch's index, middle and thumb toward each
+        other (`pinch_squeeze_joints`)."""
+        q = self.pool.finger_q[g].copy()
+        q[self.pinch_squeeze_idx if self.pool.pinch[g] else self.squeeze_idx] += self.config.squeeze_rad
         return np.clip(q, self.q_lower, self.q_upper)
 
     def pregrasp(self, g: int) -> np.ndarray:
@@ -651,7 +682,9 @@ class DynamicGrasp:
         """Smallest distance (m) from grasp idx's hand (closed, at the grasp) and open hand (at
         the pre-grasp) to the giver points."""
         if self.pool_points_open is None:
-            self.pool_points_open = self.hand_surface.points_batch(self.open_hand(self.pool.finger_q))
+            self.pool_points_open = self.hand_surface.points_batch(
+                self.open_hand(self.pool.finger_q, self.pool.pinch)
+            )
         pre = np.stack([self.pregrasp(int(g)) for g in idx])
         out = np.full(len(idx), np.inf)
         for T, P in (
@@ -730,7 +763,7 @@ class DynamicGrasp:
                         new = g
             if new is not None:
                 s.goal = new
-                s.q_open = self.open_hand(self.pool.finger_q[s.goal])
+                s.q_open = self.open_hand(self.pool.finger_q[s.goal], self.pool.pinch[s.goal])
                 self._segment("pre", T_obj_hand_now, hand.finger_q)
             g = s.goal
             end = self.pregrasp(g) if s.stage == "pre" else self.pool.T_obj_hand[g]
@@ -755,9 +788,7 @@ class DynamicGrasp:
                         self._segment("in", end, s.q_open)
                     else:
                         s.phase, s.phase_frame = "close", s.frame
-                        q_closed = self.pool.finger_q[g].copy()
-                        q_closed[self.squeeze_idx] += c.squeeze_rad
-                        s.q_closed = np.clip(q_closed, self.q_lower, self.q_upper)
+                        s.q_closed = self.squeezed(g)
             return target(obj_pose @ T_obj, q, goal=g, distance_m=d)
         # close: on the goal (following the object), the fingers from open to the squeezed grasp
         k = s.frame - s.phase_frame
@@ -918,6 +949,12 @@ class PoolLibrary:
                 np.concatenate([g.T_obj_hand[k] for g, k in zip(raw, keep, strict=True)]),
                 np.concatenate([g.finger_q[k] for g, k in zip(raw, keep, strict=True)]),
                 object_name,
+                np.concatenate(
+                    [
+                        np.full(int(k.sum()), g.info.get("family") == "pinch")
+                        for g, k in zip(raw, keep, strict=True)
+                    ]
+                ),
             )
             self._cache[object_name] = pool
             return pool
