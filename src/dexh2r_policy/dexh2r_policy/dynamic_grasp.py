@@ -416,6 +416,7 @@ class _State:
     at_end: int = 0  # frames since the segment's end was commanded
     blocked: int = 0  # consecutive frames the committed goal was blocked by the giver's hand
     q_open: np.ndarray | None = None
+    T_hold: np.ndarray | None = None  # pregrasp style: where the hand holds after the pull
 
 
 def predict_pose(T_now: np.ndarray, T_prev: np.ndarray | None) -> np.ndarray:
@@ -638,11 +639,23 @@ class DynamicGrasp:
             return target(T, q, goal=s.goal)
         if s.phase == "lift":
             k = s.frame - s.phase_frame
+            up = c.lift_height_m * min(1.0, k / max(c.lift_frames, 1))
+            if c.align_style == "pregrasp":
+                # On a robot the giver may still move (hard): the pull follows the grasp on the
+                # object; once it ends the hand holds still in the world (after the giver lets
+                # go the object moves with the hand, and following it would chase itself up).
+                T = pool_world[s.goal].copy()
+                T[2, 3] += up
+                if k >= c.lift_frames:
+                    s.phase, s.T_hold = "done", T.copy()
+                return target(T, s.q_closed, goal=s.goal)
             T = s.T_lift0.copy()
-            T[2, 3] += c.lift_height_m * min(1.0, k / max(c.lift_frames, 1))
+            T[2, 3] += up
             if k >= c.lift_frames:
                 s.phase = "done"
             return target(T, s.q_closed, goal=s.goal)
+        if s.T_hold is not None:
+            return target(s.T_hold.copy(), s.q_closed, goal=s.goal)
         T = s.T_lift0.copy() if s.T_lift0 is not None else hand.T_world_hand
         T[2, 3] = s.T_lift0[2, 3] + c.lift_height_m if s.T_lift0 is not None else T[2, 3]
         return target(T, s.q_closed if s.q_closed is not None else hand.finger_q, goal=s.goal)
