@@ -48,6 +48,9 @@ GRASP_PHASES = ("align", "close", "lift", "done")
 # dexh2r_sim.scripted: 1 cm at 5 mm/s).
 LIFT_M = 0.015
 LIFT_S = 3.0
+# Align / close / pull targets on the object predicted this many policy frames ahead at constant
+# velocity: the arm lags its command by about that much (a moving giver, hard set).
+LEAD_FRAMES = 3.0
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 
 
@@ -338,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         "once it feels the weight taken, as with a person",
     )
     parser.add_argument("--lift-s", type=float, default=LIFT_S, help="duration of that pull (s)")
+    parser.add_argument(
+        "--lead-frames",
+        type=float,
+        default=LEAD_FRAMES,
+        help="grasp targets on the object predicted this many policy frames ahead (the arm's lag)",
+    )
     parser.add_argument("--json", required=True)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -392,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                             align_style=args.align,
                             lift_height_m=args.lift_m,
                             lift_frames=max(1, round(args.lift_s * POLICY_HZ)),
+                            lead_frames=args.lead_frames,
                         ),
                     )
                 except DynamicGraspError as exc:

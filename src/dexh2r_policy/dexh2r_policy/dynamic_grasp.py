@@ -118,6 +118,8 @@ class DynamicGraspConfig:
     arrive_m: float = 0.015  # the measured hand within this (and arrive_rad) of a waypoint ...
     arrive_rad: float = 0.15
     arrive_frames: int = 10  # ... or this many frames after the waypoint was commanded
+    lead_frames: float = 0.0  # pregrasp style: targets on the object this many frames ahead ...
+    lead_min_step_m: float = 0.003  # ... when it moved more than this in the last frame (not tremor)
     # The same for the grasp itself (the close starts there). Tighter (5 mm, 0.06 rad, 20) let
     # the expert's pinch close more precisely but kept the hand longer near a moving giver: more
     # contacts in the hard set (docs/closed_loop.md).
@@ -419,13 +421,16 @@ class _State:
     T_hold: np.ndarray | None = None  # pregrasp style: where the hand holds after the pull
 
 
-def predict_pose(T_now: np.ndarray, T_prev: np.ndarray | None) -> np.ndarray:
-    """The object one frame ahead at constant velocity (where a target for the next frame meets
-    it); `T_now` when there is no previous pose."""
+def predict_pose(T_now: np.ndarray, T_prev: np.ndarray | None, frames: float = 1.0) -> np.ndarray:
+    """The object `frames` frames ahead at constant velocity (one: where a target for the next
+    frame meets it); `T_now` when there is no previous pose."""
     T = np.array(T_now, dtype=np.float64, copy=True)
-    if T_prev is not None:
-        T[:3, :3] = T_now[:3, :3] @ T_prev[:3, :3].T @ T_now[:3, :3]
-        T[:3, 3] = 2.0 * T_now[:3, 3] - T_prev[:3, 3]
+    if T_prev is not None and frames != 0.0:
+        from scipy.spatial.transform import Rotation
+
+        step = Rotation.from_matrix(T_now[:3, :3] @ T_prev[:3, :3].T).as_rotvec()
+        T[:3, :3] = Rotation.from_rotvec(frames * step).as_matrix() @ T_now[:3, :3]
+        T[:3, 3] = T_now[:3, 3] + frames * (T_now[:3, 3] - T_prev[:3, 3])
     return T
 
 
@@ -469,6 +474,7 @@ class DynamicGrasp:
         # time by IK) that ranks the goal candidates instead of their rotation angle.
         self.reach_cost = None
         self.collision_guard = None  # set_object_surface
+        self._obj_lead = np.eye(4)  # the object `lead_frames` ahead (pregrasp-style targets)
         if pool is not None:
             self.set_pool(pool)
         self.state = _State()
@@ -611,6 +617,12 @@ class DynamicGrasp:
             return target(
                 T_next, s.plan[1][i], goal=s.goal, distance_m=d, replanned=replanned, from_network=True
             )
+        # Where the pregrasp style's targets meet the moving object: `lead_frames` ahead, for
+        # the arm's lag (the privileged expert extrapolates the giver's motion the same way).
+        moving = (
+            prev_obj is not None and np.linalg.norm(obj_pose[:3, 3] - prev_obj[:3, 3]) > c.lead_min_step_m
+        )
+        self._obj_lead = predict_pose(obj_pose, prev_obj, c.lead_frames) if moving else obj_pose
         if c.align_style == "pregrasp" and s.phase in ("align", "close"):
             return self._align_pregrasp(obj_pose, pool_world, giver, hand, target)
         if s.phase == "align":
@@ -644,7 +656,7 @@ class DynamicGrasp:
                 # On a robot the giver may still move (hard): the pull follows the grasp on the
                 # object; once it ends the hand holds still in the world (after the giver lets
                 # go the object moves with the hand, and following it would chase itself up).
-                T = pool_world[s.goal].copy()
+                T = self._obj_lead @ self.pool.T_obj_hand[s.goal]
                 T[2, 3] += up
                 if k >= c.lift_frames:
                     s.phase, s.T_hold = "done", T.copy()
@@ -802,11 +814,11 @@ class DynamicGrasp:
                     else:
                         s.phase, s.phase_frame = "close", s.frame
                         s.q_closed = self.squeezed(g)
-            return target(obj_pose @ T_obj, q, goal=g, distance_m=d)
+            return target(self._obj_lead @ T_obj, q, goal=g, distance_m=d)
         # close: on the goal (following the object), the fingers from open to the squeezed grasp
         k = s.frame - s.phase_frame
         ramp = min(1.0, k / max(c.close_frames, 1))
-        T = pool_world[s.goal]
+        T = self._obj_lead @ self.pool.T_obj_hand[s.goal]
         q = s.q_open + ramp * (s.q_closed - s.q_open)
         if k >= c.close_frames:
             s.phase, s.phase_frame, s.T_lift0 = "lift", s.frame, T.copy()
