@@ -222,7 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         pc = replace(pc, collision_guard=margin > 0, collision_margin_m=margin)
     split = SPLITS.get(args.split, args.split)
     try:
-        ds = DexH2RDataset(resolve_data_path(args.data or cfg.data.root))
+        root = resolve_data_path(args.data or cfg.data.root)
+        if not root.is_dir():
+            return fail(
+                f"{root}: no dataset there. The sim episodes and grasp pools the committed "
+                "checkpoints use are made by `dexh2r datagen grasps` and `dexh2r datagen episodes` "
+                "(the commands: docs/policy_motionnet.md, 'The committed checkpoint'); or pass "
+                "--data with a DexH2R-layout root"
+            )
+        ds = DexH2RDataset(root)
         ids = ds.sequence_ids(split)
     except (DatasetError, ValueError) as exc:
         return fail(str(exc))

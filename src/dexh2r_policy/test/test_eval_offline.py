@@ -108,6 +108,8 @@ def test_errors(setup: dict, tmp_path: Path, capsys) -> None:
     assert "unknown split" in capsys.readouterr().err
     assert main([*args, "--checkpoint", str(setup["ckpt"]), "--pool-families", "power,fist"]) == 2
     assert "grasp families ['fist']" in capsys.readouterr().err
+    assert main([*args, "--checkpoint", str(setup["ckpt"]), "--data", str(tmp_path / "none")]) == 2
+    assert "no dataset there" in (err := capsys.readouterr().err) and "dexh2r datagen episodes" in err
 
 
 def test_guard_margin_and_pool_families_are_recorded(setup: dict, tmp_path: Path) -> None:
