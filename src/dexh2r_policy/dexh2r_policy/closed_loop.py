@@ -347,6 +347,13 @@ def main(argv: list[str] | None = None) -> int:
         default=LEAD_FRAMES,
         help="grasp targets on the object predicted this many policy frames ahead (the arm's lag)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a DynamicGraspConfig key (repeatable), e.g. --set align_clearance_m=0.045",
+    )
     parser.add_argument("--json", required=True)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -371,6 +378,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dexh2r eval closed-loop: {exc}", file=sys.stderr)
         return 2
     mode = args.mode or ("hard" if "hard" in Path(args.scenarios).stem else "easy")
+    import yaml
+
+    from dexh2r_core.config import to_dict
+    from dexh2r_policy.dynamic_grasp import DynamicGraspConfig
+
+    policy_config = replace(
+        cfg.policy,
+        mode=mode,
+        align_style=args.align,
+        lift_height_m=args.lift_m,
+        lift_frames=max(1, round(args.lift_s * POLICY_HZ)),
+        lead_frames=args.lead_frames,
+    )
+    try:
+        overrides = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--set {item}: expected KEY=VALUE")
+            overrides[key.strip()] = yaml.safe_load(value)
+        policy_config = from_dict(DynamicGraspConfig, {**to_dict(policy_config), **overrides}, source="--set")
+    except (ConfigError, ValueError) as exc:
+        print(f"dexh2r eval closed-loop: {exc}", file=sys.stderr)
+        return 2
     pool_dir = cfg.data.pools if args.pools in (None, "expert") else args.pools
     pools = PoolLibrary(resolve_data_path(pool_dir), cfg.data.stable_only)
     planner = MotionNetPlanner(model)
@@ -392,18 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                         if args.pools == "expert"
                         else pools.get(scenario.object_id)
                     )
-                    policy = DynamicGrasp(
-                        planner,
-                        pool,
-                        replace(
-                            cfg.policy,
-                            mode=mode,
-                            align_style=args.align,
-                            lift_height_m=args.lift_m,
-                            lift_frames=max(1, round(args.lift_s * POLICY_HZ)),
-                            lead_frames=args.lead_frames,
-                        ),
-                    )
+                    policy = DynamicGrasp(planner, pool, policy_config)
                 except DynamicGraspError as exc:
                     print(f"dexh2r eval closed-loop: {exc}", file=sys.stderr)
                     return 2
