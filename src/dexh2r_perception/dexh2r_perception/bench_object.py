@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.spatial import cKDTree
-from scipy.spatial.transform import Rotation
 
 from dexh2r_perception.bench_common import scenario_list as _load_scenarios
 from dexh2r_perception.bench_common import summary_stats as _stats
+from dexh2r_perception.symmetry import Symmetry, rotation_error_deg
 
 if TYPE_CHECKING:
     from dexh2r_perception.object_tracking import TrackerConfig
@@ -60,7 +60,6 @@ TARGETS = {
     "object_track_loss_rate": 0.01,
 }
 WRONG_POSE_ADD_S_M = 0.02
-_CUBE = Rotation.create_group("O").as_matrix()
 
 
 # ---- metrics -------------------------------------------------------------------------------------
@@ -79,47 +78,6 @@ def add_s(
     est = surface @ T_est[:3, :3].T + T_est[:3, 3]
     d, _ = cKDTree(est).query(gt, k=1)
     return float(d.mean())
-
-
-def rotation_error_deg(R_gt: np.ndarray, R_est: np.ndarray) -> float:
-    return float(np.degrees(Rotation.from_matrix(R_gt.T @ R_est).magnitude()))
-
-
-class Symmetry:
-    """Proper rotational symmetries of an object, detected from two samplings of its surface.
-
-    `discrete`: [S, 3, 3] rotations of the cube group (object frame) that map the surface onto
-    itself (identity included); `axes`: object-frame axes with continuous symmetry.
-    """
-
-    def __init__(self, points_a: np.ndarray, points_b: np.ndarray, tol_m: float = 0.0005) -> None:
-        tree = cKDTree(points_a)
-
-        def spread(points: np.ndarray) -> np.ndarray:  # median and 98th percentile NN distance
-            return np.percentile(tree.query(points, k=1)[0], [50, 98])
-
-        baseline = spread(points_b)  # two samplings of one surface: the sampling gap
-
-        def invariant(R: np.ndarray) -> bool:
-            # The tail matters: an upside-down mug differs only in its small bottom disc.
-            return bool(np.all(spread(points_b @ R.T) <= 1.3 * baseline + tol_m))
-
-        self.discrete = np.array([R for R in _CUBE if invariant(R)])
-        self.axes = []
-        for axis in np.eye(3):
-            if all(invariant(Rotation.from_rotvec(axis * np.radians(a)).as_matrix()) for a in (37.0, 71.0)):
-                self.axes.append(axis)
-
-    def error_deg(self, R_gt: np.ndarray, R_est: np.ndarray) -> float:
-        if len(self.axes) >= 2:
-            return 0.0
-        if len(self.axes) == 1:
-            a = self.axes[0]
-            est = R_est @ a
-            return min(
-                float(np.degrees(np.arccos(np.clip((R_gt @ S @ a) @ est, -1.0, 1.0)))) for S in self.discrete
-            )
-        return min(rotation_error_deg(R_gt @ S, R_est) for S in self.discrete)
 
 
 def visible_fraction(

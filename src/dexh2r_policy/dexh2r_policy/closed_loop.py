@@ -348,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         help="grasp targets on the object predicted this many policy frames ahead (the arm's lag)",
     )
     parser.add_argument(
+        "--resolution",
+        default="424x240",
+        help="the cell cameras' WIDTHxHEIGHT (the giver's keypoints: MPJPE about 30 mm at 424x240, 23 mm "
+        "at 640x360 in the perception bench)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -410,7 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_sim.scripted import ScriptConfig
 
     arm_speeds = ScriptConfig().arm_speed  # the sim arm's joint speeds (its wrists are slow)
-    cell = HandoverCell(CellConfig(cameras=True, resolution=(424, 240), antialias=True, rgb_blur_px=1.0))
+    width, _, height = args.resolution.partition("x")
+    cell = HandoverCell(
+        CellConfig(cameras=True, resolution=(int(width), int(height)), antialias=True, rgb_blur_px=1.0)
+    )
     rows = []
     n = args.episodes or len(scenarios)
     try:

@@ -474,6 +474,7 @@ class DynamicGrasp:
         # time by IK) that ranks the goal candidates instead of their rotation angle.
         self.reach_cost = None
         self.collision_guard = None  # set_object_surface
+        self.symmetry = None  # set_object_model
         self._obj_lead = np.eye(4)  # the object `lead_frames` ahead (pregrasp-style targets)
         if pool is not None:
             self.set_pool(pool)
@@ -499,8 +500,14 @@ class DynamicGrasp:
         self.collision_guard = CollisionGuard(points, normals, hand_surface, self.config.collision_margin_m)
 
     def set_object_model(self, sim_object, n_points: int = 2048) -> None:
-        """The guard's object surface from an object library model (`dexh2r_sim.objects`:
-        the mesh sampled with normals, deterministic), when the config turns the guard on."""
+        """The object's library model (`dexh2r_sim.objects`): its rotational symmetries, so that
+        a tracked pose that jumps between symmetric equivalents (or spins about a can's axis)
+        keeps the pool still (`dexh2r_perception.symmetry`); and, when the config turns the guard
+        on, the guard's surface (the mesh sampled with normals, deterministic)."""
+        from dexh2r_perception.symmetry import Symmetry
+
+        symmetry = Symmetry.of_object(sim_object)
+        self.symmetry = None if symmetry.trivial else symmetry
         if not self.config.collision_guard:
             return
         from dexh2r_sim.objects import sample_surface_points
@@ -572,6 +579,9 @@ class DynamicGrasp:
 
         c, s = self.config, self.state
         obj_pose, pts = self._check(obj_pose, obj_points, giver_keypoints, hand)
+        if self.symmetry is not None and s.prev_obj is not None:
+            obj_pose = obj_pose.copy()
+            obj_pose[:3, :3] = self.symmetry.nearest(s.prev_obj[:3, :3], obj_pose[:3, :3])
         hand = HandState(np.asarray(hand.T_world_hand, np.float64), np.asarray(hand.finger_q, np.float64))
         s.frame += 1
         s.history.append(hand)

@@ -113,16 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     guard = cfg.policy.collision_guard if guard_param == "checkpoint" else guard_param == "on"
     policy_config = replace(cfg.policy, mode=mode, collision_guard=guard)
     policy = DynamicGrasp(MotionNetPlanner(model), pool, policy_config)
-    if guard:  # the guard needs the object's surface: the object library's model
-        from dexh2r_sim.objects import ObjectLibrary, UnknownObjectError
+    # The object library's model: its symmetries (a tracked can spins about its axis) and the
+    # guard's surface. Without a model the guard cannot run; the rest can.
+    from dexh2r_sim.objects import ObjectLibrary, UnknownObjectError
 
-        try:
-            policy.set_object_model(ObjectLibrary().get(object_id))
-        except (UnknownObjectError, DynamicGraspError, ValueError) as exc:
+    try:
+        policy.set_object_model(ObjectLibrary().get(object_id))
+    except (UnknownObjectError, DynamicGraspError, ValueError) as exc:
+        if guard:
             return fail(
                 f"cannot start: the collision guard needs the object model of '{object_id}': {exc} "
                 "(add the object to the library, or collision_guard:=off)"
             )
+        log.warning(f"no object model for '{object_id}' ({exc}): symmetric poses are not unified")
     fingers = finger_joint_names(robot)
     index = {n: i for i, n in enumerate(robot.joint_names)}
     finger_idx = [index[n] for n in fingers]

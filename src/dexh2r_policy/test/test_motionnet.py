@@ -277,3 +277,26 @@ def test_bf16_encoder_features_match_float32(hs: HandSurface) -> None:
     a, b = fp32._features[-1][1], bf16._features[-1][1]
     assert b.dtype == torch.float32
     assert float((a - b).norm() / a.norm()) < 0.02
+
+
+def test_a_symmetric_objects_spinning_pose_keeps_the_pool_still(hs: HandSurface) -> None:
+    """A tracked can spins about its axis between frames (unobservable); with its library model
+    the policy poses the pool on the equivalent pose nearest the last one, without it the goal
+    spins too."""
+    from dexh2r_sim.objects import ObjectLibrary
+
+    can = ObjectLibrary().get("prim/cylinder_can")
+    cfg = DynamicGraspConfig(align_after_frames=10**6, min_points=8)
+    cloud = np.random.default_rng(0).normal(scale=0.03, size=(100, 3))
+    hand = HandState(_pose([0, 0, 0], [0.3, 0.0, 0.5]), np.zeros(22))
+    for model, max_turn in ((can, 1e-6), (None, 1.0)):
+        policy = DynamicGrasp(_StillPlanner(), _pool(), cfg, n_points=32, hand_surface=hs)
+        if model is not None:
+            policy.set_object_model(model)
+            assert policy.symmetry is not None and len(policy.symmetry.axes) == 1
+        turns = []
+        for k in range(8):
+            obj = _pose([0.0, 0.0, 1.1 * k], [0.0, 0.0, 0.4])  # spins about z (the can's axis)
+            policy.step(0.1 * k, obj, cloud + obj[:3, 3], None, hand)
+            turns.append(np.degrees(Rotation.from_matrix(policy.state.prev_obj[:3, :3]).magnitude()))
+        assert (max(turns) < max_turn) == (model is not None), turns

@@ -1,0 +1,54 @@
+"""Object symmetries: detection from the model and the nearest symmetric equivalent of a pose."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from dexh2r_perception.symmetry import Symmetry, rotation_error_deg
+from dexh2r_sim.objects import ObjectLibrary
+
+
+@pytest.fixture(scope="module")
+def symmetries() -> dict[str, Symmetry]:
+    lib = ObjectLibrary()
+    return {
+        o: Symmetry.of_object(lib.get(f"prim/{o}"))
+        for o in ("cylinder_can", "box_small", "mug", "sphere_ball")
+    }
+
+
+def spun(R: np.ndarray, axis, deg: float) -> np.ndarray:
+    return R @ Rotation.from_rotvec(np.radians(deg) * np.asarray(axis, float)).as_matrix()
+
+
+def test_detected_symmetries(symmetries) -> None:
+    assert len(symmetries["cylinder_can"].axes) == 1 and len(symmetries["cylinder_can"].discrete) >= 2
+    assert not symmetries["box_small"].axes and len(symmetries["box_small"].discrete) >= 4
+    assert symmetries["mug"].trivial
+    assert len(symmetries["sphere_ball"].axes) == 3
+
+
+def test_nearest_undoes_a_spin_about_the_axis_and_a_half_turn(symmetries) -> None:
+    R_prev = Rotation.random(random_state=3).as_matrix()
+    can = symmetries["cylinder_can"]
+    axis = can.axes[0]
+    for deg in (37.0, 100.0, -150.0):
+        R_new = (
+            spun(R_prev, axis, deg) @ Rotation.from_rotvec(np.radians(2.0) * np.array([1, 0, 0])).as_matrix()
+        )
+        R = can.nearest(R_prev, R_new)
+        assert rotation_error_deg(R_prev, R) < 2.5  # only the 2 deg tilt (observable) remains
+        assert can.error_deg(R, R_new) < 1e-6  # R is an equivalent of R_new, not R_prev itself
+    box = symmetries["box_small"]
+    R = box.nearest(R_prev, spun(R_prev, [0, 0, 1], 185.0))
+    assert rotation_error_deg(R_prev, R) == pytest.approx(5.0, abs=1e-6)
+    mug = symmetries["mug"]
+    assert rotation_error_deg(R_prev, mug.nearest(R_prev, spun(R_prev, [0, 0, 1], 40.0))) == pytest.approx(
+        40.0
+    )
+    ball = symmetries["sphere_ball"]
+    assert (
+        rotation_error_deg(R_prev, ball.nearest(R_prev, Rotation.random(random_state=4).as_matrix())) < 1e-9
+    )
