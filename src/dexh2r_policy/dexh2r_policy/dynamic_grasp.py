@@ -507,7 +507,10 @@ class DynamicGrasp:
         from dexh2r_perception.symmetry import Symmetry
 
         symmetry = Symmetry.of_object(sim_object)
-        self.symmetry = None if symmetry.trivial else symmetry
+        # A ball is left as tracked: every rotation is a symmetry, and the giver's hand turning it
+        # (true poses) keeps the committed grasp on the side away from its fingers; frozen, the
+        # fingers turned into it (closed loop, true poses: easy 1 and hard 1 episode lost).
+        self.symmetry = None if symmetry.trivial or len(symmetry.axes) >= 2 else symmetry
         if not self.config.collision_guard:
             return
         from dexh2r_sim.objects import sample_surface_points
