@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--resolution",
-        default="424x240",
+        default="640x360",
         help="the cell cameras' WIDTHxHEIGHT (the giver's keypoints: MPJPE about 30 mm at 424x240, 23 mm "
         "at 640x360 in the perception bench)",
     )

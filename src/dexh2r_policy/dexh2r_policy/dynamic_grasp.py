@@ -507,10 +507,11 @@ class DynamicGrasp:
         from dexh2r_perception.symmetry import Symmetry
 
         symmetry = Symmetry.of_object(sim_object)
-        # A ball is left as tracked: every rotation is a symmetry, and the giver's hand turning it
-        # (true poses) keeps the committed grasp on the side away from its fingers; frozen, the
-        # fingers turned into it (closed loop, true poses: easy 1 and hard 1 episode lost).
-        self.symmetry = None if symmetry.trivial or len(symmetry.axes) >= 2 else symmetry
+        # A ball's pose is frozen too (every rotation is a symmetry; a tracker's estimate of its
+        # rotation drifts at random). With true poses the giver's hand turning the ball carried
+        # the committed grasp away from its fingers, frozen it does not (closed loop, true poses:
+        # one easy and one hard episode lost); the tracked giver's hand could stand in for it.
+        self.symmetry = None if symmetry.trivial else symmetry
         if not self.config.collision_guard:
             return
         from dexh2r_sim.objects import sample_surface_points
