@@ -32,7 +32,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,60 @@ LIFT_S = 3.0
 # velocity: the arm lags its command by about that much (a moving giver, hard set).
 LEAD_FRAMES = 3.0
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults injected into one closed-loop episode (`run_episode(..., faults=...)`, the fault
+    tests; docs/closed_loop.md, "Fault tests"). Times are episode times (s); None: not injected.
+
+    - `perception_stop_s`: from then on perception yields nothing (no object pose, no keypoints);
+    - `nan_target_at_s`: the first policy target from then on reaches the controller as a NaN palm
+      pose (the controller must reject it and keep the previous target);
+    - `estop_at_s` / `estop_at_phase`: `ArmHandController.estop` at that time / at the first policy
+      step in that phase (e.g. "close"); `estop_report_after_s` later the episode ends as the
+      cell's `safety-stop` (the window in which the frozen command is checked);
+    - `object_jerk_at_s`: the giver yanks the object `object_jerk_m` away from the robot
+      (horizontally, along the robot base -> object line) in `object_jerk_s` (a min-jerk ramp of
+      the giver's wrist; a step would tear the object out of its weld).
+    """
+
+    perception_stop_s: float | None = None
+    nan_target_at_s: float | None = None
+    estop_at_s: float | None = None
+    estop_at_phase: str | None = None
+    estop_report_after_s: float = 1.0
+    object_jerk_at_s: float | None = None
+    object_jerk_m: float = 0.25
+    object_jerk_s: float = 0.15
+
+
+class _JerkedTrajectory:
+    """The giver's wrist trajectory with a displacement ramped in from `t0` (the object yank)."""
+
+    def __init__(self, base: Any, t0: float, offset: np.ndarray, duration_s: float) -> None:
+        self._base, self._t0, self._offset, self._duration = base, t0, offset, max(duration_s, 1e-6)
+
+    def __getattr__(self, name: str) -> Any:  # reach_end_s, start, offer, ...
+        return getattr(self._base, name)
+
+    def pose(self, t: float) -> Any:
+        from dexh2r_sim.motion import Pose
+
+        p = self._base.pose(t)
+        s = float(np.clip((t - self._t0) / self._duration, 0.0, 1.0))
+        s = s * s * s * (10.0 - 15.0 * s + 6.0 * s * s)  # min-jerk
+        return Pose(p.position + s * self._offset, p.quat) if s > 0.0 else p
+
+
+def _stop_after(ticks: list[tuple[float, np.ndarray, bool]], t_ref: float) -> tuple[float | None, float]:
+    """(first tick time >= t_ref at which the command holds still (all velocities 0), the largest
+    joint change of the command from there to the end (rad)); (None, nan) if it never holds."""
+    for k, (t, q, holding) in enumerate(ticks):
+        if t >= t_ref and holding:
+            motion = max((float(np.abs(q2 - q).max()) for _, q2, _ in ticks[k:]), default=0.0)
+            return t, motion
+    return None, float("nan")
 
 
 def grasp_phase(phase: str, palm_to_object_m: float, grasp_zone_m: float) -> bool:
@@ -113,18 +167,21 @@ def run_episode(
     perception: str = "cameras",
     grasp_zone_m: float = GRASP_ZONE_M,
     reach_speeds: Any = None,
+    faults: Faults | None = None,
 ) -> dict:
     """One handover through perception, DynamicGrasp and the controller; returns its record.
 
     perception: "cameras" (rendered RGB-D -> trackers) or "truth" (the cell's true object pose with
     the object model's surface points and the true giver keypoints: a diagnostic that takes
-    perception out of the loop)."""
+    perception out of the loop). faults: injected faults (`Faults`); the row then has a `faults`
+    record of what happened."""
     from dexh2r_control.controller import (
         ArmHandController,
         ControllerConfig,
         HandTarget,
         command_trajectories,
     )
+    from dexh2r_control.safety import InvalidTargetError
     from dexh2r_perception.hand_tracking import HandTracker
     from dexh2r_perception.object_tracking import ObjectModel, ObjectTrackingPipeline, TrackerConfig
     from dexh2r_policy.dynamic_grasp import DynamicGraspError, HandState
@@ -153,6 +210,33 @@ def run_episode(
     T_palm_root = np.linalg.inv(T_root_palm)
     fingers = [robot.hand_joint_names.index(n) for n in finger_joint_names(robot)]
     measured = [np.asarray(q)]
+    fault_log: dict[str, Any] | None = None
+    ticks_after: list[tuple[float, np.ndarray, bool]] = []  # (t, command, holding) once a fault hit
+    jerk_from: np.ndarray | None = None
+    if faults is not None:
+        fault_log = {
+            "perception_stopped_s": None,
+            "last_target_s": None,
+            "nan_target_s": None,
+            "rejected_targets": 0,
+            "rejected_kept_previous": None,
+            "nonfinite_commands": 0,
+            "estop_s": None,
+            "estop_reported": False,
+            "object_jerk_s": None,
+            "object_jerk_moved_m": None,
+        }
+        if faults.object_jerk_at_s is not None:
+            # Away from the robot: horizontally along the base (world origin) -> object line.
+            away = cell.object_pose()[:3, 3] * np.array([1.0, 1.0, 0.0])
+            away /= max(float(np.linalg.norm(away)), 1e-9)
+            cell.giver.trajectory = _JerkedTrajectory(
+                cell.giver.trajectory,
+                faults.object_jerk_at_s,
+                faults.object_jerk_m * away,
+                faults.object_jerk_s,
+            )
+            fault_log["object_jerk_s"] = faults.object_jerk_at_s
     if reach_speeds is not None and hasattr(policy, "reach_cost"):
         policy.reach_cost = arm_reach_cost(robot, T_root_palm, measured, np.asarray(reach_speeds))
     policy_every = max(1, round(CAMERA_HZ / POLICY_HZ))
@@ -172,7 +256,13 @@ def run_episode(
             names, q_now, _, _ = cell.joint_state()
             measured[0] = q_now
             start = time.perf_counter()
-            if perception == "truth":
+            if faults is not None and faults.perception_stop_s is not None and t0 >= faults.perception_stop_s:
+                # The fault: nothing seen from now on (the last object goes stale, keypoints age).
+                if fault_log["perception_stopped_s"] is None:
+                    fault_log["perception_stopped_s"] = t0
+                kp = None
+                tracked = False
+            elif perception == "truth":
                 T_obj = cell.object_pose()
                 kp = cell.giver_keypoints()
                 obj = (t0, T_obj, model.points @ T_obj[:3, :3].T + T_obj[:3, 3])
@@ -206,10 +296,32 @@ def run_episode(
                     hand_q[fingers] = target.finger_q
                     palm_to_object = float(np.linalg.norm(controller.palm_pose(q_arr)[:3, 3] - obj[1][:3, 3]))
                     controller.set_grasp_phase(grasp_phase(target.phase, palm_to_object, grasp_zone_m))
-                    controller.set_hand_target(HandTarget(t0, target.T_world_hand @ T_root_palm, hand_q))
+                    T_cmd = target.T_world_hand @ T_root_palm
+                    accepted = True
+                    if faults is None:
+                        controller.set_hand_target(HandTarget(t0, T_cmd, hand_q))
+                    else:
+                        if (
+                            faults.nan_target_at_s is not None
+                            and t0 >= faults.nan_target_at_s
+                            and fault_log["nan_target_s"] is None
+                        ):
+                            fault_log["nan_target_s"] = t0
+                            T_cmd = np.full((4, 4), np.nan)  # the fault: a corrupted target
+                        kept = controller.state.target_stamp
+                        try:
+                            controller.set_hand_target(HandTarget(t0, T_cmd, hand_q))
+                            fault_log["last_target_s"] = t0
+                        except InvalidTargetError:
+                            accepted = False
+                            fault_log["rejected_targets"] += 1
+                            fault_log["rejected_kept_previous"] = bool(controller.state.target_stamp == kept)
+                        if faults.estop_at_phase is not None and target.phase == faults.estop_at_phase:
+                            _estop(controller, fault_log, t0)
+                if target is not None and accepted:
                     phases.append(target.phase)
                     palm = controller.palm_pose(np.asarray(q_now))
-                    T_target = target.T_world_hand @ T_root_palm
+                    T_target = T_cmd
                     T_true = cell.object_pose()
                     trace.append(
                         {
@@ -241,10 +353,35 @@ def run_episode(
                             "hand_tracked": kp is not None,
                         }
                     )
+            if faults is not None and faults.estop_at_s is not None and t0 >= faults.estop_at_s:
+                _estop(controller, fault_log, t0)
+            if faults is not None and faults.object_jerk_at_s is not None:
+                # How far the yank took the object (horizontally): from its start to 0.1 s after.
+                t_end = faults.object_jerk_at_s + faults.object_jerk_s + 0.1
+                if t0 >= faults.object_jerk_at_s and jerk_from is None:
+                    jerk_from = cell.object_pose()[:3, 3]
+                if t0 >= t_end and jerk_from is not None and fault_log["object_jerk_moved_m"] is None:
+                    moved = (cell.object_pose()[:3, 3] - jerk_from)[:2]
+                    fault_log["object_jerk_moved_m"] = float(np.linalg.norm(moved))
+            if (
+                fault_log is not None
+                and fault_log["estop_s"] is not None
+                and t0 >= fault_log["estop_s"] + faults.estop_report_after_s
+                and not fault_log["estop_reported"]
+            ):
+                # As the controller node does: the cell ends the episode as a safety stop.
+                cell.report_safety_stop("e-stop (fault injection)")
+                fault_log["estop_reported"] = True
             for i in range(ticks):
                 t = t0 + i * dt
                 cmd = controller.step(t, dt)
                 pos, vel = cmd.positions, cmd.velocities
+                if fault_log is not None:
+                    fault_log["nonfinite_commands"] += int(
+                        not (np.all(np.isfinite(pos)) and np.all(np.isfinite(vel)))
+                    )
+                    if _fault_started(faults, t):
+                        ticks_after.append((t, pos.copy(), bool(np.all(vel == 0.0))))
                 violations += int(
                     np.any(pos < robot.lower - 1e-9)
                     or np.any(pos > robot.upper + 1e-9)
@@ -259,6 +396,20 @@ def run_episode(
         if hand_tracker is not None:
             hand_tracker.close()
     o = cell.outcome
+    extra: dict[str, Any] = {}
+    if fault_log is not None:
+        # The watchdog's stop: after the last target the controller got (perception stopped);
+        # the e-stop's: after the e-stop.
+        t_last = fault_log["last_target_s"]
+        if fault_log["perception_stopped_s"] is not None and t_last is not None:
+            fault_log["watchdog_stopped_s"], fault_log["motion_after_watchdog_stop_rad"] = _stop_after(
+                ticks_after, t_last
+            )
+        if fault_log["estop_s"] is not None:
+            fault_log["estop_stopped_s"], fault_log["motion_after_estop_stop_rad"] = _stop_after(
+                ticks_after, fault_log["estop_s"]
+            )
+        extra["faults"] = fault_log
     return {
         "scenario": scenario.name,
         "object_id": scenario.object_id,
@@ -274,7 +425,29 @@ def run_episode(
         else None,
         "policy_ms_p95": float(np.percentile(timing["policy_ms"], 95)) if timing["policy_ms"] else None,
         "trace": trace,
+        **extra,
     }
+
+
+def _estop(controller: Any, fault_log: dict[str, Any], t: float) -> None:
+    """The injected e-stop (once): latched in the controller's safety filter."""
+    if fault_log["estop_s"] is None:
+        controller.estop("e-stop (fault injection)")
+        fault_log["estop_s"] = t
+
+
+def _fault_started(faults: Faults, t: float) -> bool:
+    """Has any timed fault begun by t (from then on the commands are logged for the stop checks)?
+    Phase-triggered e-stops: logged from the start (their time is not known in advance)."""
+    if faults.estop_at_phase is not None:
+        return True
+    times = [
+        faults.perception_stop_s,
+        faults.nan_target_at_s,
+        faults.estop_at_s,
+        faults.object_jerk_at_s,
+    ]
+    return any(x is not None and t >= x for x in times)
 
 
 def _angle(A: np.ndarray, B: np.ndarray) -> float:

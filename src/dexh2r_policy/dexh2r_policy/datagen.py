@@ -441,8 +441,7 @@ def episodes(argv: list[str]) -> int:
         "wall_s": time.perf_counter() - t0,
         **episode_summary(rows, held_out),
     }
-    name = "summary.json" if args.family == "power" else f"summary.{args.family}.json"
-    (out / name).write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     e = summary["expert"]["all"]
     spe = summary["seconds_per_episode"]
     print(
