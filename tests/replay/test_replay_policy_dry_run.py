@@ -24,10 +24,11 @@ What the bag provides and what stands in for the rest:
   timers (policy 10 Hz, controller 250 Hz) and stale / watchdog checks are in bag time and their
   output stamps can be checked against the bag. The tracker stamps its output with the frames'
   stamps (no sim time needed).
-- Watchdog: 0.2 s (the controller's default is 0.1 s, 3 missed updates of dynamic_grasp_node's
-  30 Hz target stream: the policy steps at 10 Hz and the node interpolates between its targets,
-  `target_stream.py`; the gate allows 6, for a loaded CI machine, see WATCHDOG_S); the gate
-  asserts that it never fires while tracking.
+- Watchdog: the controller's default (0.1 s), 3 missed updates of dynamic_grasp_node's 30 Hz
+  target stream (the policy steps at 10 Hz and the node interpolates between its targets,
+  `target_stream.py`); the gate asserts that it never fires while tracking. The tracker's first
+  relocalisation costs wall time, so one policy step in a full test run may see a stale pose: the
+  stream keeps its newest target for two policy periods, and the watchdog does not fire.
 
 The handover is started (`/handover/start`) before the replay, as an operator would: the
 controller's state machine must see the offer in the recorded input and then track the policy.
@@ -77,10 +78,7 @@ WRIST, FINGERS = "/policy/hand_target/wrist", "/policy/hand_target/fingers"
 RATE = float(os.environ.get("DEXH2R_REPLAY_RATE", "0.25"))
 POLICY_HZ = 10.0  # dynamic_grasp_node's default: the checkpoint's training rate
 STALE_AFTER_S = 0.3  # dynamic_grasp_node's default stale_after_s (bag time, use_sim_time)
-# The controller's default is 0.1 s (3 missed updates of the node's 30 Hz stream). In a full
-# `./run test` on 2 cores the node was once starved for 0.4 s of wall time (0.1 s of bag time at
-# 0.25x; 1 of 10 reports): the gate allows 6 missed updates, still well under the old 10 Hz gap.
-WATCHDOG_S = 0.2
+WATCHDOG_S = 0.1  # the controller's default: 3 missed updates of the node's 30 Hz stream
 MOVING_M_S = 0.1  # "still moving": the giver's reach peaks at ~0.7 m/s in this bag
 
 

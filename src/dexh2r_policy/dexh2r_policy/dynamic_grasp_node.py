@@ -14,10 +14,10 @@ name), both stamped with the time their pose is for, plus `/policy/state` (Strin
 policy step: phase, frame, goal distance, step ms, step / published / stale / bad-input counts).
 
 The pool of the configured object is posed by the tracked object pose every step (it follows
-the object). Observations older than `stale_after_s` (receipt time) are not used: the target
-stream stops (nothing is published, not even the last target) and the controller's watchdog
-holds the robot. A bad observation (NaN, too few points) or an empty pool stops it too and says
-why in the log and the state; so does a policy step that does not come within two policy periods.
+the object). Observations older than `stale_after_s` (receipt time) are not used: no new
+target, and the stream stops once its newest target is two policy periods old (it never
+extrapolates), so the controller's watchdog holds the robot. A bad observation (NaN, too few
+points) or an empty pool stops it at once and says why in the log and the state.
 
 Start-up errors (exit code 2, the cause in the log): a checkpoint that is missing or not a
 MotionNet checkpoint, no pool for `object_id`, an unknown robot, no object model for the
@@ -199,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             return
         if now - pose[2] > stale_after_s or now - points[1] > stale_after_s:
             counts["stale"] += 1
-            stream.silence()  # no old target either: the controller's watchdog holds the robot
+            # No new target. The stream keeps the newest one for at most `hold_s` (2 policy
+            # periods) and then stops, so the controller's watchdog holds the robot: one late
+            # frame set (a tracker's slow relocalisation) does not brake the arm, a dead camera
+            # does within 0.3 s. Bad input (below) stops it at once.
             publish_state({"phase": policy.phase, "stale": True})
             return
         kp = obs["kp"]
