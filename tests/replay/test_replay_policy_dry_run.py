@@ -322,7 +322,14 @@ def test_replay_drives_tracker_policy_and_dry_run_controller(tmp_path, ros_node,
     n_ticks = min(len(commands["arm"]), len(commands["hand"]))
     handover = [json.loads(m.data) for m, _ in got["handover"]]  # on every change and at 10 Hz
     states = list(dict.fromkeys(h["state"] for h in handover))
-    tracking = [h for h in handover if h["mode"] == "track"]
+    # Tracking once the first target is in: the state machine may switch to tracking (offer seen)
+    # a few ms before the policy's first target arrives, and the watchdog then reports the wait.
+    first_rx = wrists[0][1]
+    tracking = [
+        json.loads(m.data)
+        for m, rx in got["handover"]
+        if rx > first_rx and json.loads(m.data)["mode"] == "track"
+    ]
     targets_from = np.array([msgs.pose_matrix(w.pose)[:3, 3] for w, _ in wrists])
 
     summary = {

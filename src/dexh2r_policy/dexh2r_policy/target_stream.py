@@ -6,8 +6,10 @@ each policy target is stamped for when the hand should be there (`observation st
 frame_dt_s`), and between policy steps `sample(now)` returns the pose on the way from the last
 sample to the newest target at time `now` (translation lerp + rotation slerp for the wrist,
 linear for the fingers). It never extrapolates: once `now` passes the target's stamp it holds the
-target. When the policy goes silent (`silence()`, or no new target for `hold_s`) it returns None,
-so the caller stops publishing and the controller's watchdog holds the robot.
+target, stamped `now` (the pose for now: the controller's watchdog measures the stream's
+freshness, and a held target ends `hold_s` after its push). When the policy goes silent
+(`silence()`, or no new target for `hold_s`) it returns None, so the caller stops publishing
+and the controller's watchdog holds the robot.
 
     stream = TargetStream(hold_s=0.2)
     stream.push(now, target.stamp, T_world_palm, finger_q)   # each policy step with a target
@@ -79,4 +81,8 @@ class TargetStream:
             self.silence()
             return None
         self._last = interpolate(self._start, self._goal, now)
+        if now > self._last.stamp:
+            # Holding the newest target: it is the pose for now, and is stamped so. The hold ends
+            # `hold_s` after the push (above), so a stalled policy still stops the stream.
+            self._last = StreamSample(now, self._last.T, self._last.q)
         return self._last
