@@ -636,7 +636,8 @@ class DynamicGrasp:
         moving = (
             prev_obj is not None and np.linalg.norm(obj_pose[:3, 3] - prev_obj[:3, 3]) > c.lead_min_step_m
         )
-        self._obj_lead = predict_pose(obj_pose, prev_obj, c.lead_frames) if moving else obj_pose
+        pregrasp = c.align_style == "pregrasp"  # the offline benchmark's "paper" style does not use it
+        self._obj_lead = predict_pose(obj_pose, prev_obj, c.lead_frames) if pregrasp and moving else obj_pose
         if c.align_style == "pregrasp" and s.phase in ("align", "close"):
             return self._align_pregrasp(obj_pose, pool_world, giver, hand, target)
         if s.phase == "align":
