@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from dexh2r_control.ik import ArmIk, IkConfig, interpolate_pose
+from dexh2r_control.ik import ArmIk, IkConfig
 from dexh2r_control.safety import (
     InvalidTargetError,
     SafeCommand,
@@ -57,6 +57,7 @@ from dexh2r_control.safety import (
     check_vector,
 )
 from dexh2r_core.robot.description import RobotDescription
+from dexh2r_core.transforms import interpolate_pose
 
 # The e-stop reason of a teleoperation deadman stop: the one latch that clears itself when the
 # deadman is back (an operator's e-stop needs its explicit reset).

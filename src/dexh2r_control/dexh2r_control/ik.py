@@ -48,18 +48,6 @@ class IkResult:
     q_extra: np.ndarray = field(default_factory=lambda: np.zeros(0))  # IkConfig.extra_joints
 
 
-def interpolate_pose(A: np.ndarray, B: np.ndarray, s: float) -> np.ndarray:
-    """Pose a fraction s of the way from A to B (4x4): straight line in position, geodesic in
-    rotation (the controller's Cartesian path; same result as a two-key Slerp)."""
-    import pinocchio as pin
-
-    R = A[:3, :3] @ pin.exp3(s * pin.log3(A[:3, :3].T @ B[:3, :3]))
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = (1.0 - s) * A[:3, 3] + s * B[:3, 3]
-    return T
-
-
 class ArmIk:
     def __init__(self, robot: RobotDescription, frame: str, config: IkConfig | None = None) -> None:
         import pinocchio as pin

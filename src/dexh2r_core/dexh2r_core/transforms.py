@@ -67,3 +67,18 @@ def is_finite_transform(T: np.ndarray, tol: float = 1e-6) -> bool:
         return False
     R = T[:3, :3]
     return bool(np.allclose(R.T @ R, np.eye(3), atol=tol) and abs(np.linalg.det(R) - 1.0) < tol)
+
+
+def interpolate_pose(T_a: np.ndarray, T_b: np.ndarray, s: float) -> np.ndarray:
+    """SE(3) step from T_a towards T_b (4x4): straight line in position, geodesic (slerp) in
+    rotation, fraction s clipped to [0, 1]. The controller's Cartesian path and the policy's
+    alignment both use it."""
+    from scipy.spatial.transform import Slerp
+
+    s = float(np.clip(s, 0.0, 1.0))
+    out = np.eye(4)
+    out[:3, :3] = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([T_a[:3, :3], T_b[:3, :3]])))(
+        [s]
+    ).as_matrix()[0]
+    out[:3, 3] = (1.0 - s) * T_a[:3, 3] + s * T_b[:3, 3]
+    return out

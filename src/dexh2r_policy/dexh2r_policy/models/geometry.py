@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation, Slerp
+from scipy.spatial.transform import Rotation
+
+from dexh2r_core.transforms import interpolate_pose  # noqa: F401  (re-exported: the policy's callers)
 
 QPOS_FINGERS = slice(8, 30)  # DexH2R qpos [30]: t 3, axis-angle 3, WRJ2, WRJ1, 22 finger joints
 
@@ -92,16 +94,6 @@ def rotation_angles(R_a: np.ndarray, R_b: np.ndarray) -> np.ndarray:
     rel = np.swapaxes(R_a, -1, -2) @ R_b
     cos = (np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0
     return np.arccos(np.clip(cos, -1.0, 1.0))
-
-
-def interpolate_pose(T_a: np.ndarray, T_b: np.ndarray, s: float) -> np.ndarray:
-    """SE(3) step from T_a towards T_b: slerp rotation, lerp translation, fraction s in [0, 1]."""
-    s = float(np.clip(s, 0.0, 1.0))
-    rots = Rotation.from_matrix(np.stack([T_a[:3, :3], T_b[:3, :3]]))
-    out = np.eye(4)
-    out[:3, :3] = Slerp([0.0, 1.0], rots)([s]).as_matrix()[0]
-    out[:3, 3] = (1.0 - s) * T_a[:3, 3] + s * T_b[:3, 3]
-    return out
 
 
 def is_rigid(T: np.ndarray, tol: float = 1e-4) -> bool:
