@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
                     pool = (
                         expert_grasp_pool(cell, scenario)
                         if args.pools == "expert"
-                        else pools.get(scenario.object_id)
+                        else pools.get(scenario.object_id, scale=scenario.object_scale)
                     )
                     policy = DynamicGrasp(planner, pool, policy_config)
                 except DynamicGraspError as exc:

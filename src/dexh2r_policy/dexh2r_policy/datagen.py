@@ -51,7 +51,7 @@ def resolve_objects(spec: str, library) -> list[str]:
 
 def _pool_worker(job: tuple) -> dict:
     """One object's pool (runs in a worker process or inline)."""
-    object_id, out, candidates, robot_name, position, family = job
+    object_id, out, candidates, robot_name, position, family, scale = job
     from tqdm import tqdm
 
     from dexh2r_core.robot.description import RobotDescription
@@ -59,7 +59,7 @@ def _pool_worker(job: tuple) -> dict:
     from dexh2r_sim.objects import ObjectLibrary
 
     robot = RobotDescription.load(robot_name)
-    obj = ObjectLibrary().get(object_id)
+    obj = ObjectLibrary().get(object_id, scale=scale)
     generator = None
     if family == "pinch":
         from dexh2r_policy.grasps.pinch import PinchGenerator
@@ -70,7 +70,7 @@ def _pool_worker(job: tuple) -> dict:
         total=2 * candidates, desc=object_id, position=position, leave=False, unit="step", disable=None
     ) as bar:
         pool = generate_pool(robot, obj, n=candidates, progress=bar.update, generator=generator)
-    path = pool.save(Path(out) / pool_filename(object_id, family=family))
+    path = pool.save(Path(out) / pool_filename(object_id, scale, family=family))
     return {
         "object_id": object_id,
         "file": path.name,
@@ -107,6 +107,12 @@ def grasps(argv: list[str]) -> int:
         help="per object (default the family's grid: power 25 x 20 = 500 as the paper, pinch 25 x 8 = 200)",
     )
     parser.add_argument("--workers", type=int, default=1, help="processes (objects in parallel)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="the objects' scale (a scenario's object_scale; files <id>@<scale>.npz)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="at most this many objects")
     parser.add_argument("--robot", default="ur5_shadow")
     parser.add_argument("--overwrite", action="store_true", help="recompute pools that exist")
@@ -140,7 +146,7 @@ def grasps(argv: list[str]) -> int:
     rows: list[dict] = []
     todo = []
     for oid in ids:
-        path = out / pool_filename(oid, family=args.family)
+        path = out / pool_filename(oid, args.scale, family=args.family)
         if path.exists() and not args.overwrite:
             pool = GraspPool.load(path)
             if pool.info.get("requested", len(pool)) == min(args.candidates, grid):
@@ -149,7 +155,7 @@ def grasps(argv: list[str]) -> int:
         todo.append(oid)
     t0 = time.perf_counter()
     jobs = [
-        (oid, str(out), args.candidates, args.robot, 1 + k % args.workers, args.family)
+        (oid, str(out), args.candidates, args.robot, 1 + k % args.workers, args.family, args.scale)
         for k, oid in enumerate(todo)
     ]
     with tqdm(total=len(ids), initial=len(rows), desc="objects", unit="obj", disable=None) as bar:
@@ -190,7 +196,8 @@ def grasps(argv: list[str]) -> int:
         },
         "per_object": rows,
     }
-    name = "summary.json" if args.family == "power" else f"summary.{args.family}.json"
+    stem = "summary" if args.scale == 1.0 else f"summary@{args.scale:g}"
+    name = f"{stem}.json" if args.family == "power" else f"{stem}.{args.family}.json"
     (out / name).write_text(json.dumps(summary, indent=2))
     t = summary["total"]
     print(

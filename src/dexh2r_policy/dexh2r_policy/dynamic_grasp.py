@@ -951,8 +951,8 @@ class PoolLibrary:
         self.families = tuple(families) if families else FAMILIES
         self._cache: dict[str, ObjectGraspPool] = {}
 
-    def paths(self, object_name: str) -> list:
-        """The object's pool files, one per family found (power first)."""
+    def paths(self, object_name: str, scale: float = 1.0) -> list:
+        """The object's pool files at `scale`, one per family found (power first)."""
         from dexh2r_policy.grasps.pool import pool_filename
 
         if self.folder is None:
@@ -960,7 +960,7 @@ class PoolLibrary:
         out = []
         for family in self.families:
             for stem in (object_name, object_name.replace("/", "__")):
-                p = self.folder / pool_filename(stem, family=family)
+                p = self.folder / pool_filename(stem, scale, family=family)
                 if p.exists():
                     out.append(p)
                     break
@@ -972,11 +972,30 @@ class PoolLibrary:
         return paths[0] if paths else None
 
     def get(
-        self, object_name: str, sequence_folder=None, obj_pose0: np.ndarray | None = None
+        self,
+        object_name: str,
+        sequence_folder=None,
+        obj_pose0: np.ndarray | None = None,
+        scale: float = 1.0,
     ) -> ObjectGraspPool:
-        if object_name in self._cache:
-            return self._cache[object_name]
-        paths = self.paths(object_name)
+        """The object's pool; `scale`: the object's scale (a scaled object's own pools, made by
+        `dexh2r datagen grasps --scale`; without them the scale-1 pools, with a warning: their
+        grasps are for the larger or smaller object)."""
+        key = object_name if scale == 1.0 else f"{object_name}@{scale:g}"
+        if key in self._cache:
+            return self._cache[key]
+        paths = self.paths(object_name, scale)
+        if not paths and scale != 1.0:
+            import warnings
+
+            paths = self.paths(object_name)
+            if paths:
+                warnings.warn(
+                    f"no grasp pool for '{object_name}' at scale {scale:g} in {self.folder}: using its "
+                    f"scale-1 pool (make one: dexh2r datagen grasps --objects {object_name} "
+                    f"--scale {scale:g})",
+                    stacklevel=2,
+                )
         if paths:
             from dexh2r_policy.grasps.pool import GraspPool
 
@@ -996,7 +1015,7 @@ class PoolLibrary:
                     ]
                 ),
             )
-            self._cache[object_name] = pool
+            self._cache[key] = pool
             return pool
         if sequence_folder is not None:
             from pathlib import Path

@@ -110,3 +110,43 @@ def test_datagen_pinch_family_cli(tmp_path: Path) -> None:
     assert not (out / "prim__sphere_small.npz").exists()
     assert datagen.main(args) == 0  # found, skipped
     assert json.loads((out / "summary.pinch.json").read_text())["per_object"][0]["skipped"] is True
+
+
+def test_scaled_objects_get_their_own_pools_or_a_warned_fallback(tmp_path: Path) -> None:
+    """A scenario's scaled object (e.g. box_small at 0.9) looks for its own pool files first."""
+    T = np.repeat(np.eye(4)[None], 2, axis=0)
+
+    def save(name: str, x: float) -> None:
+        T[:, 0, 3] = x
+        GraspPool(
+            "prim/box_small", 1.0, tuple(f"j{i}" for i in range(22)), T, np.zeros((2, 22)),
+            np.ones((2, 6), bool), np.zeros((2, 6)), np.zeros(2), np.zeros(2, int), np.arange(2),
+        ).save(tmp_path / name)  # fmt: skip
+
+    save("prim__box_small.npz", 0.1)
+    lib = PoolLibrary(tmp_path)
+    with pytest.warns(UserWarning, match="--scale 0.9"):
+        assert lib.get("prim/box_small", scale=0.9).T_obj_hand[0, 0, 3] == pytest.approx(0.1)
+    save("prim__box_small@0.9.npz", 0.09)
+    lib = PoolLibrary(tmp_path)
+    assert lib.get("prim/box_small", scale=0.9).T_obj_hand[0, 0, 3] == pytest.approx(0.09)
+    assert lib.get("prim/box_small").T_obj_hand[0, 0, 3] == pytest.approx(0.1)
+
+
+def test_datagen_scale_writes_the_scaled_objects_files(tmp_path: Path) -> None:
+    args = [
+        "grasps",
+        "--objects",
+        "prim/box_small",
+        "--scale",
+        "0.9",
+        "--out",
+        str(tmp_path),
+        "--candidates",
+        "1",
+    ]
+    assert datagen.main(args) == 0
+    pool = GraspPool.load(tmp_path / "prim__box_small@0.9.npz")
+    assert pool.object_scale == pytest.approx(0.9)
+    assert json.loads((tmp_path / "summary@0.9.json").read_text())["total"]["candidates"] == 1
+    assert not (tmp_path / "summary.json").exists()
