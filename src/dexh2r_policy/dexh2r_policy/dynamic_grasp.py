@@ -192,11 +192,24 @@ class ObjectGraspPool:
     @classmethod
     def from_grasp_pool(cls, pool, stable_only: bool = True) -> ObjectGraspPool:
         """From a `grasps.pool.GraspPool` (its succ6 grasps when `stable_only` and there are any)."""
-        mask = pool.succ6 if stable_only and pool.succ6.any() else np.ones(len(pool), bool)
         if len(pool) == 0:
             raise EmptyPoolError(f"grasp pool of {pool.object_id} is empty")
-        pinch = np.full(int(mask.sum()), pool.info.get("family") == "pinch")
-        return cls(pool.T_obj_hand[mask], pool.finger_q[mask], pool.object_id, pinch)
+        return cls.from_grasp_pools([pool], stable_only, pool.object_id)
+
+    @classmethod
+    def from_grasp_pools(cls, pools: list, stable_only: bool = True, name: str = "") -> ObjectGraspPool:
+        """One pool from an object's `GraspPool` files (one per grasp family): the succ6 grasps of
+        every family when `stable_only` and any is stable, else every candidate."""
+        keep = [g.succ6 for g in pools]
+        if not stable_only or not any(k.any() for k in keep):
+            keep = [np.ones(len(g), bool) for g in pools]
+        rows = list(zip(pools, keep, strict=True))
+        return cls(
+            np.concatenate([g.T_obj_hand[k] for g, k in rows]),
+            np.concatenate([g.finger_q[k] for g, k in rows]),
+            name,
+            np.concatenate([np.full(int(k.sum()), g.info.get("family") == "pinch") for g, k in rows]),
+        )
 
     @classmethod
     def load(cls, path, stable_only: bool = True) -> ObjectGraspPool:
@@ -999,21 +1012,8 @@ class PoolLibrary:
         if paths:
             from dexh2r_policy.grasps.pool import GraspPool
 
-            raw = [GraspPool.load(p) for p in paths]
-            keep = [g.succ6 for g in raw]
-            # The stable grasps of every family; all candidates only when none is stable anywhere.
-            if not self.stable_only or not any(k.any() for k in keep):
-                keep = [np.ones(len(g), bool) for g in raw]
-            pool = ObjectGraspPool(
-                np.concatenate([g.T_obj_hand[k] for g, k in zip(raw, keep, strict=True)]),
-                np.concatenate([g.finger_q[k] for g, k in zip(raw, keep, strict=True)]),
-                object_name,
-                np.concatenate(
-                    [
-                        np.full(int(k.sum()), g.info.get("family") == "pinch")
-                        for g, k in zip(raw, keep, strict=True)
-                    ]
-                ),
+            pool = ObjectGraspPool.from_grasp_pools(
+                [GraspPool.load(p) for p in paths], self.stable_only, object_name
             )
             self._cache[key] = pool
             return pool
