@@ -22,7 +22,9 @@ def test_one_episode_runs_the_whole_stack_and_the_cell_decides(tmp_path):
     assert datagen(["grasps", "--objects", "prim/box_small", "--candidates", "20", "--out", str(pools)]) == 0
     out = tmp_path / "cl.json"
     args = ["--scenarios", "config/scenarios/easy.yaml", "--episodes", "1", "--pools", str(pools)]
-    assert main([*args, "--json", str(out)]) == 0
+    # 424x240: this checks that the stack runs; the 640x360 default's rendering and MediaPipe cost
+    # starved the real-time replay tests on the other worker of a 2-core run.
+    assert main([*args, "--resolution", "424x240", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["episodes"] == 1 and summary["limit_violations"] == 0
     assert sum(summary[f"{k.replace('-', '_')}_rate"] for k in OUTCOMES) == pytest.approx(1.0)
