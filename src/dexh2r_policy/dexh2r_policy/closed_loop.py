@@ -52,6 +52,10 @@ LIFT_S = 3.0
 # velocity: the arm lags its command by about that much (a moving giver, hard set).
 LEAD_FRAMES = 3.0
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
+# Measured actuation delay: medians over this many recent camera frames (1 s), capped (a stall
+# of the test machine must not look like a robot that lags by seconds).
+DELAY_WINDOW = 30
+MAX_ACTUATION_DELAY_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -168,13 +172,18 @@ def run_episode(
     grasp_zone_m: float = GRASP_ZONE_M,
     reach_speeds: Any = None,
     faults: Faults | None = None,
+    actuation_delay: float | str = 0.0,
 ) -> dict:
     """One handover through perception, DynamicGrasp and the controller; returns its record.
 
     perception: "cameras" (rendered RGB-D -> trackers) or "truth" (the cell's true object pose with
     the object model's surface points and the true giver keypoints: a diagnostic that takes
     perception out of the loop). faults: injected faults (`Faults`); the row then has a `faults`
-    record of what happened."""
+    record of what happened. actuation_delay: seconds by which every command acts late in the
+    cell, or "measured": the stack's own compute latency, as it would be on the robot (the median
+    perception time of the last `DELAY_WINDOW` camera frames plus the median policy step time;
+    wall-clock, so not bit-reproducible across machines); the row's `actuation_delay_s` is the
+    median applied."""
     from dexh2r_control.controller import (
         ArmHandController,
         ControllerConfig,
@@ -189,6 +198,11 @@ def run_episode(
     from dexh2r_policy.grasps.stability import finger_joint_names
 
     cell.load_scenario(scenario)
+    measured_delay = actuation_delay == "measured"
+    if not measured_delay and not isinstance(actuation_delay, (int, float)):
+        raise ValueError(f"actuation_delay: seconds or 'measured', got {actuation_delay!r}")
+    cell.set_actuation_delay(0.0 if measured_delay else float(actuation_delay))
+    delays: list[float] = []
     policy.reset()
     if hasattr(policy, "set_object_model"):
         policy.set_object_model(cell.sim_object)
@@ -372,6 +386,16 @@ def run_episode(
                 # As the controller node does: the cell ends the episode as a safety stop.
                 cell.report_safety_stop("e-stop (fault injection)")
                 fault_log["estop_reported"] = True
+            if measured_delay:
+                # This frame's output reaches the robot after perception + a policy step.
+                perception_s = float(np.median(timing["perception_ms"][-DELAY_WINDOW:])) * 1e-3
+                policy_s = (
+                    float(np.median(timing["policy_ms"][-DELAY_WINDOW:])) * 1e-3
+                    if timing["policy_ms"]
+                    else 0.0
+                )
+                cell.set_actuation_delay(min(perception_s + policy_s, MAX_ACTUATION_DELAY_S))
+            delays.append(cell.actuation_delay_s)
             for i in range(ticks):
                 t = t0 + i * dt
                 cmd = controller.step(t, dt)
@@ -424,6 +448,7 @@ def run_episode(
         if timing["perception_ms"]
         else None,
         "policy_ms_p95": float(np.percentile(timing["policy_ms"], 95)) if timing["policy_ms"] else None,
+        "actuation_delay_s": float(np.median(delays)) if delays else 0.0,
         "trace": trace,
         **extra,
     }
@@ -471,6 +496,9 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
         },
         "time_to_handover_s_median": float(np.median(tth)) if tth else None,
         "limit_violations": sum(r["limit_violations"] for r in rows),
+        "actuation_delay_s_median": float(np.median([r.get("actuation_delay_s", 0.0) for r in rows]))
+        if rows
+        else None,
     }
 
 
@@ -533,9 +561,27 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a DynamicGraspConfig key (repeatable), e.g. --set align_clearance_m=0.045",
     )
+    parser.add_argument(
+        "--actuation-delay",
+        default="measured",
+        help="commands act this late in the cell: seconds, or 'measured' (default): the stack's "
+        "compute latency as measured in the loop (perception + policy step, medians over 1 s)",
+    )
     parser.add_argument("--json", required=True)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.actuation_delay != "measured":
+        try:
+            args.actuation_delay = float(args.actuation_delay)
+            if not 0.0 <= args.actuation_delay <= 1.0:
+                raise ValueError
+        except ValueError:
+            print(
+                f"dexh2r eval closed-loop: --actuation-delay: seconds in [0, 1] or 'measured', "
+                f"got {args.actuation_delay!r}",
+                file=sys.stderr,
+            )
+            return 2
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
     from tqdm import tqdm
@@ -617,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
                     perception=args.perception,
                     grasp_zone_m=args.grasp_zone_m,
                     reach_speeds=arm_speeds if args.align == "pregrasp" else None,
+                    actuation_delay=args.actuation_delay,
                 )
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")
@@ -631,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         "perception": args.perception,
         "align": args.align,
         "grasp_zone_m": args.grasp_zone_m,
+        "actuation_delay": args.actuation_delay,
         "scenarios": args.scenarios,
         "checkpoint": args.checkpoint,
     }

@@ -44,6 +44,8 @@ def test_summary_rates_and_bad_checkpoint(tmp_path, capsys):
     args = ["--checkpoint", str(tmp_path / "none.pt"), "--json", str(tmp_path / "x.json")]
     assert main(args) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["--actuation-delay", "soon", "--json", str(tmp_path / "x.json")]) == 2
+    assert "--actuation-delay" in capsys.readouterr().err
 
 
 # ---- the physical goal alignment (DynamicGraspConfig.align_style = "pregrasp") ------------------
@@ -243,6 +245,8 @@ def test_truth_perception_episode_traces_the_loop(tmp_path):
     summary = json.loads(out.read_text())
     assert summary["perception"] == "truth" and summary["align"] == "pregrasp"
     assert summary["limit_violations"] == 0
+    # The default: the loop's own measured compute (here the policy steps) delays the commands.
+    assert summary["actuation_delay"] == "measured" and 0.0 < summary["actuation_delay_s_median"] < 0.25
     row = json.loads((tmp_path / "t" / "episodes.jsonl").read_text().splitlines()[0])
     steps = [s for s in row["trace"] if s["phase"] != "warmup"]
     assert steps and {"ik_ok", "command_to_measured_rad", "separation_m", "goal"} <= set(steps[0])

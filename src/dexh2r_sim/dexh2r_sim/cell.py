@@ -109,6 +109,8 @@ class HandoverCell:
         objects: ObjectLibrary | None = None,
     ) -> None:
         self.config = config or CellConfig()
+        # Commands act this late (s): `config.actuation_delay_s`, or what `set_actuation_delay` says.
+        self.actuation_delay_s = float(self.config.actuation_delay_s)
         self.robot = robot or RobotDescription(load_robot_config(self.config.robot, hand=self.config.hand))
         self.objects = objects or ObjectLibrary()
         self.calibration: CalibrationSet | None = None
@@ -244,6 +246,12 @@ class HandoverCell:
     def command_hand(self, trajectory: JointTrajectory) -> None:
         self.hand.set_trajectory(trajectory, now=self.time)
 
+    def set_actuation_delay(self, seconds: float) -> None:
+        """Commands act `seconds` late from now on (the stack's measured compute latency)."""
+        if not (np.isfinite(seconds) and 0.0 <= seconds <= 1.0):
+            raise ValueError(f"actuation delay: must be in [0, 1] s, got {seconds}")
+        self.actuation_delay_s = float(seconds)
+
     def hold_position(self) -> None:
         """Stop where the robot is (e-stop, bad input): both controllers hold the current joints."""
         q = self.data.qpos[self.qpos_idx]
@@ -256,7 +264,7 @@ class HandoverCell:
         self.hold_position()
 
     def _apply_ctrl(self, t: float) -> None:
-        delayed = t - self.config.actuation_delay_s
+        delayed = t - self.actuation_delay_s
         q = np.concatenate(
             [self.arm.position(delayed), self.robot.apply_couplings(self.hand.position(delayed))]
         )

@@ -40,6 +40,23 @@ def test_arm_reaches_commanded_goal_within_a_milliradian(easy):
     assert np.abs(qd[:6]).max() < 1e-2
 
 
+def test_actuation_delay_makes_commands_act_late(easy):
+    """The measured compute latency of the stack is applied as actuation delay: a command acts
+    exactly `delay` later (the trajectory is evaluated at t - delay), nothing else changes."""
+    goal = np.array([0.6, -1.2, 1.1, 0.2, -2.3, 0.1])
+    cell = HandoverCell(CellConfig(cameras=False))
+    cell.load_scenario(easy[0])
+    cell.set_actuation_delay(0.08)
+    cell.command_arm(JointTrajectory(cell.robot.arm_joint_names, [TrajectoryPoint(1.0, goal)]))
+    arm_act = [cell.act_idx[n] for n in cell.robot.arm_joint_names]
+    cell.step_until(0.5)
+    assert np.allclose(cell.data.ctrl[arm_act], cell.arm.position(cell.time - cell.dt - 0.08))
+    assert not np.allclose(cell.data.ctrl[arm_act], cell.arm.position(cell.time - cell.dt))
+    for bad in (-0.01, float("nan"), 2.0):
+        with pytest.raises(ValueError, match="actuation delay"):
+            cell.set_actuation_delay(bad)
+
+
 def test_same_scenario_and_commands_give_the_same_trajectory_bit_for_bit(hard):
     goal = np.array([0.6, -1.2, 1.1, 0.2, -2.3, 0.1])
     a = _run(HandoverCell(CellConfig(cameras=False)), hard[0], goal, 3.0)
