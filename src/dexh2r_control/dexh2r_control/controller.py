@@ -64,6 +64,17 @@ from dexh2r_core.transforms import interpolate_pose
 DEADMAN_REASON = "deadman released"
 
 
+# The closed loop's controller options near the UR5's wrist singularity (docs/control.md, "Near
+# the wrist singularity"): the hand's own wrist joints in the IK, no far IK branches, the
+# following-error bound as a whole. The in-process closed loop and controller_node's
+# `wrist_ik:=true` (the sim and real launch files) both use exactly these.
+WRIST_IK_OPTIONS: dict = {
+    "ik_max_jump_rad": 0.3,
+    "ik_extra_joints": ("rh_WRJ2", "rh_WRJ1"),
+    "following_error_uniform": True,
+}
+
+
 @dataclass(frozen=True)
 class ControllerConfig:
     rate_hz: float = 250.0

@@ -30,6 +30,15 @@ Parameter `dry_run` (false): publish the commands on `<arm_topic>/dry_run` and
 `<hand_topic>/dry_run` instead, so recorded input (`dexh2r replay`) can drive the controller with
 no actuator listening; the log line at start-up says so.
 
+Parameters for the closed loop (all off by default; `launch/handover_sim.launch.xml` and the
+real launch file set them): `wrist_ik` (the hand's wrist joints in the IK, no far IK branches:
+`controller.WRIST_IK_OPTIONS`, the in-process closed loop's options), `follow_measured` (every
+`/joint_states` bounds the command's following error; ignored in a dry run), `handover`
+(`state_machine`, the default, or `policy`: the policy's phases from `/policy/state` set the
+safety filter's grasp phase, `policy_grasp_phase` with `grasp_zone_m`, and its targets are
+tracked as they come, as in `dexh2r eval closed-loop`; `/handover/state` then says `"policy"`
+and the policy's phase).
+
 Services (std_srvs/Trigger): `/controller/estop` (latched), `/controller/reset` (clears the latch;
 the robot stays still until a new target arrives), `/handover/start`, `/handover/stop`.
 """
@@ -62,11 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
     from trajectory_msgs.msg import JointTrajectoryPoint
 
-    from dexh2r_control.controller import DEADMAN_REASON, ArmHandController, ControllerConfig, HandTarget
+    from dexh2r_control.controller import (
+        DEADMAN_REASON,
+        WRIST_IK_OPTIONS,
+        ArmHandController,
+        ControllerConfig,
+        HandTarget,
+    )
     from dexh2r_control.safety import InvalidTargetError, SafetyConfig
-    from dexh2r_control.state_machine import HandoverStateMachine, Observation
+    from dexh2r_control.state_machine import (
+        HandoverConfig,
+        HandoverStateMachine,
+        Observation,
+        Output,
+        State,
+        policy_grasp_phase,
+    )
     from dexh2r_core import msgs
-    from dexh2r_core.node_runtime import spin_until_shutdown
+    from dexh2r_core.node_runtime import exit_with_error, spin_until_shutdown
     from dexh2r_core.robot.config import load_robot_config
     from dexh2r_core.robot.description import RobotDescription
     from dexh2r_core.ros_env import apply_ros_defaults
@@ -104,8 +126,25 @@ def main(argv: list[str] | None = None) -> int:
         stop_distance_m=float(p("stop_distance_m", SafetyConfig.stop_distance_m).value),
     )
 
+    # The closed loop's options near the wrist singularity (WRIST_IK_OPTIONS, docs/control.md).
+    wrist_ik = bool(p("wrist_ik", False).value)
+    # Every /joint_states bounds the command's following error (ControllerConfig.
+    # max_following_error_rad): a robot slower than its limits is waited for. Off for a dry run
+    # fed by a bag, whose recorded robot does not follow the commands.
+    follow_measured = bool(p("follow_measured", False).value) and not dry_run
+    # Who drives the handover: "state_machine" (HandoverStateMachine: /handover/start, offer,
+    # approach, align, close, confirm hold, retreat, place) or "policy": the policy's own phases
+    # (`/policy/state`) set the safety filter's grasp phase and its targets are tracked as they
+    # come, exactly as in the in-process closed loop (dexh2r eval closed-loop --ros).
+    handover = p("handover", "state_machine").value
+    policy_state_topic = p("policy_state_topic", "/policy/state").value
+    grasp_zone_m = float(p("grasp_zone_m", HandoverConfig().grasp_zone_m).value)
+    if handover not in ("state_machine", "policy"):
+        return exit_with_error(node, f"handover: 'state_machine' or 'policy', got '{handover}'")
+
     robot = RobotDescription(load_robot_config(robot_name, hand=hand))
-    ctrl = ArmHandController(robot, ControllerConfig(rate_hz=rate_hz, safety=safety))
+    options = WRIST_IK_OPTIONS if wrist_ik else {}
+    ctrl = ArmHandController(robot, ControllerConfig(rate_hz=rate_hz, safety=safety, **options))
     place_q = np.asarray(p("place_joints", robot.home().tolist()).value, dtype=float)
     sm = HandoverStateMachine()
     log = node.get_logger()
@@ -126,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "last_state": None,
         "retreat_pose": None,
         "deadman_beat": -np.inf,  # receipt time of the last True
+        "policy_phase": None,  # handover:=policy: the policy's phase (/policy/state)
     }
 
     def now_s() -> float:
@@ -133,9 +173,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- subscriptions -------------------------------------------------------------------------
     def on_joint_states(msg: JointState) -> None:
-        if ctrl.ready:
+        if ctrl.ready and not follow_measured:
             return
         pos = dict(zip(msg.name, msg.position, strict=False))
+        if ctrl.ready:
+            if all(n in pos for n in names):
+                q = np.array([pos[n] for n in names])
+                if np.all(np.isfinite(q)):
+                    with lock:
+                        ctrl.set_measured(q, now_s())
+            return
         missing = [n for n in names if n not in pos]
         if missing:
             log.warn(f"/joint_states lacks {missing[:4]}...; waiting for a complete message", once=True)
@@ -193,6 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         with lock:
             inputs["object"] = (pos, now_s()) if np.all(np.isfinite(pos)) else None
 
+    def on_policy_state(msg: String) -> None:
+        try:
+            phase = json.loads(msg.data).get("phase")
+        except (ValueError, AttributeError):
+            log.error("unreadable /policy/state; keeping the last phase", throttle_duration_sec=1.0)
+            return
+        if isinstance(phase, str):
+            inputs["policy_phase"] = phase
+
     def on_bool(key: str):
         def callback(msg: Bool) -> None:
             inputs[key] = bool(msg.data)
@@ -213,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if deadman_topic:
         node.create_subscription(Bool, deadman_topic, on_deadman, reliable)
+    if handover == "policy":
+        node.create_subscription(String, policy_state_topic, on_policy_state, reliable)
     node.create_subscription(Bool, contact_topic, on_bool("contact"), reliable)
     node.create_subscription(Bool, hold_topic, on_bool("hold"), reliable)
     arm_pub = node.create_publisher(JointTrajectoryMsg, arm_topic, reliable)
@@ -273,6 +331,18 @@ def main(argv: list[str] | None = None) -> int:
             if kp_fresh:
                 obs.giver_hand_to_object_m = float(np.min(np.linalg.norm(kp - pos, axis=1)))
         return obs
+
+    def policy_output(now: float) -> Output:
+        # The policy drives: track its targets; grasp phase from its phase and the palm's distance
+        # to a fresh object (the in-process closed loop's rule, policy_grasp_phase).
+        phase = inputs["policy_phase"] or "waiting"
+        obj = inputs["object"]
+        fresh = obj is not None and now - obj[1] <= HandoverConfig().object_max_age_s
+        distance = float(np.linalg.norm(ctrl.palm_pose()[:3, 3] - obj[0])) if fresh else float("inf")
+        grasp = policy_grasp_phase(phase, distance, grasp_zone_m)
+        if ctrl.safety.estopped:
+            return Output(State.HOLD, "hold", grasp, f"policy {phase}: e-stop")
+        return Output(State.APPROACH, "track", grasp, f"policy {phase}")
 
     def apply_mode(mode: str, now: float) -> None:
         new = inputs["new_target"]
@@ -336,7 +406,10 @@ def main(argv: list[str] | None = None) -> int:
                 elif alive and ctrl.safety.estopped and ctrl.safety.estop_reason == DEADMAN_REASON:
                     ctrl.reset_estop(now)
                     inputs["new_target"] = None  # only targets sent after the deadman came back
-            out = sm.update(observation(now)) if sm.state.value != "idle" else sm.output()
+            if handover == "policy":
+                out = policy_output(now)
+            else:
+                out = sm.update(observation(now)) if sm.state.value != "idle" else sm.output()
             ctrl.set_grasp_phase(out.grasp_phase)
             apply_mode(out.mode, now)
             cmd = ctrl.step(now, dt)
@@ -347,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         if summary != inputs["last_state"] or now - inputs["last_state_pub"] >= 0.1:
             inputs["last_state"], inputs["last_state_pub"] = summary, now
             state = {
-                "state": out.state.value,
+                "state": out.state.value if handover == "state_machine" else "policy",
+                "policy_phase": inputs["policy_phase"],
                 "mode": out.mode,
                 "reason": out.reason,
                 "grasp_phase": out.grasp_phase,

@@ -107,6 +107,17 @@ class HandoverConfig:
         return self.timeouts_s.get(state.value, _DEFAULT_TIMEOUTS.get(state.value, np.inf))
 
 
+# The policy's own phases (DynamicGrasp) in which the hand may be near the giver's.
+POLICY_GRASP_PHASES = ("align", "close", "lift", "done")
+
+
+def policy_grasp_phase(phase: str, palm_to_object_m: float, grasp_zone_m: float) -> bool:
+    """The safety filter's grasp phase when the policy drives the handover (the closed loop,
+    controller_node `handover:=policy`): the policy aligns / closes / lifts, or it approaches the
+    offered object and the palm is within `grasp_zone_m` of it (docs/closed_loop.md)."""
+    return phase in POLICY_GRASP_PHASES or (phase == "approach" and palm_to_object_m <= grasp_zone_m)
+
+
 @dataclass
 class Observation:
     """Everything the state machine reacts to, at time `now` (seconds, any monotonic clock)."""

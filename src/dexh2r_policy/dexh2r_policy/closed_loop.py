@@ -13,7 +13,8 @@ Per episode, on the cell's clock (the same code the nodes run, without DDS):
   filter, the following-error bound on the measured joints) -> the cell's JTC-style arm and hand
   followers; measured compute time can be applied as actuation delay
   (`CellConfig.actuation_delay_s`). The safety filter's grasp phase: the policy's align / close /
-  lift, and its approach once the palm is within `grasp_zone_m` of the object (`grasp_phase`).
+  lift, and its approach once the palm is within `grasp_zone_m` of the object
+  (`dexh2r_control.state_machine.policy_grasp_phase`).
 
 DynamicGrasp runs with `align_style="pregrasp"` (committed goal ranked by the arm's joint travel
 time, open-hand pre-grasp, straight in, close) unless `--align paper`. Diagnostics:
@@ -41,7 +42,6 @@ import numpy as np
 CAMERA_HZ = 30.0
 CONTROL_HZ = 100.0
 POLICY_HZ = 10.0  # the rate the committed checkpoint's episodes were recorded at
-GRASP_PHASES = ("align", "close", "lift", "done")
 # After the close: a slow pull up rather than the offline 10 cm lift in 1 s. The giver's hand
 # holds the object stiffly until it feels the weight taken (the cell's release rule); a fast
 # lift tears the pinch off the object, a slow pull lets the giver let go (the expert's protocol,
@@ -112,10 +112,41 @@ def _stop_after(ticks: list[tuple[float, np.ndarray, bool]], t_ref: float) -> tu
     return None, float("nan")
 
 
-def grasp_phase(phase: str, palm_to_object_m: float, grasp_zone_m: float) -> bool:
-    """The safety filter's grasp phase: the policy aligns / closes / lifts, or it approaches the
-    offered object and the palm is within `grasp_zone_m` of it (see docs/closed_loop.md)."""
-    return phase in GRASP_PHASES or (phase == "approach" and palm_to_object_m <= grasp_zone_m)
+def loop_policy_config(
+    base: Any,
+    mode: str,
+    *,
+    align: str = "pregrasp",
+    lift_m: float = LIFT_M,
+    lift_s: float = LIFT_S,
+    lead_frames: float = LEAD_FRAMES,
+    overrides: dict | None = None,
+) -> Any:
+    """The DynamicGraspConfig the closed loop runs: the checkpoint's `base` with the loop's
+    alignment, slow pull and lead (docs/closed_loop.md), then `overrides` (checked like a config
+    file: ConfigError names a wrong key). Used in-process and by dynamic_grasp_node
+    (`style:=closed_loop`), so both paths run the same policy."""
+    from dexh2r_core.config import from_dict, to_dict
+    from dexh2r_policy.dynamic_grasp import DynamicGraspConfig
+
+    config = replace(
+        base,
+        mode=mode,
+        align_style=align,
+        lift_height_m=lift_m,
+        lift_frames=max(1, round(lift_s * POLICY_HZ)),
+        lead_frames=lead_frames,
+    )
+    if overrides:
+        config = from_dict(DynamicGraspConfig, {**to_dict(config), **overrides}, source="--set")
+    return config
+
+
+def sim_arm_speeds() -> np.ndarray:
+    """The sim arm's joint speeds (rad/s; its wrists are slow): the goal ranking's reach cost."""
+    from dexh2r_sim.scripted import ScriptConfig
+
+    return np.asarray(ScriptConfig().arm_speed, dtype=float)
 
 
 def arm_reach_cost(robot: Any, T_root_palm: np.ndarray, measured: list, speeds: np.ndarray):
@@ -185,12 +216,14 @@ def run_episode(
     wall-clock, so not bit-reproducible across machines); the row's `actuation_delay_s` is the
     median applied."""
     from dexh2r_control.controller import (
+        WRIST_IK_OPTIONS,
         ArmHandController,
         ControllerConfig,
         HandTarget,
         command_trajectories,
     )
     from dexh2r_control.safety import InvalidTargetError
+    from dexh2r_control.state_machine import policy_grasp_phase
     from dexh2r_perception.hand_tracking import HandTracker
     from dexh2r_perception.object_tracking import ObjectModel, ObjectTrackingPipeline, TrackerConfig
     from dexh2r_policy.dynamic_grasp import DynamicGraspError, HandState
@@ -211,12 +244,8 @@ def run_episode(
     tracker = ObjectTrackingPipeline(cell.calibration, TrackerConfig(), robot=robot, model=model)
     controller = ArmHandController(
         robot,
-        ControllerConfig(  # docs/closed_loop.md: the hand's wrist joints, no far IK branches
-            rate_hz=CONTROL_HZ,
-            ik_max_jump_rad=0.3,
-            ik_extra_joints=("rh_WRJ2", "rh_WRJ1"),
-            following_error_uniform=True,
-        ),
+        # docs/closed_loop.md: the hand's wrist joints, no far IK branches
+        ControllerConfig(rate_hz=CONTROL_HZ, **WRIST_IK_OPTIONS),
     )
     _, q, _, _ = cell.joint_state()
     controller.reset(np.asarray(q), cell.time)
@@ -309,7 +338,7 @@ def run_episode(
                     hand_q = np.zeros(robot.n_hand)
                     hand_q[fingers] = target.finger_q
                     palm_to_object = float(np.linalg.norm(controller.palm_pose(q_arr)[:3, 3] - obj[1][:3, 3]))
-                    controller.set_grasp_phase(grasp_phase(target.phase, palm_to_object, grasp_zone_m))
+                    controller.set_grasp_phase(policy_grasp_phase(target.phase, palm_to_object, grasp_zone_m))
                     T_cmd = target.T_world_hand @ T_root_palm
                     accepted = True
                     if faults is None:
@@ -496,6 +525,8 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
         },
         "time_to_handover_s_median": float(np.median(tth)) if tth else None,
         "limit_violations": sum(r["limit_violations"] for r in rows),
+        # Episodes without an outcome (--ros: the graph failed; each row says why).
+        "errors": sum(r["outcome"] == "error" for r in rows),
         "actuation_delay_s_median": float(np.median([r.get("actuation_delay_s", 0.0) for r in rows]))
         if rows
         else None,
@@ -567,9 +598,25 @@ def main(argv: list[str] | None = None) -> int:
         help="commands act this late in the cell: seconds, or 'measured' (default): the stack's "
         "compute latency as measured in the loop (perception + policy step, medians over 1 s)",
     )
+    parser.add_argument(
+        "--ros",
+        action="store_true",
+        help="run each episode through the node graph over DDS (launch/handover_sim.launch.xml, "
+        "one process per node) instead of in-process",
+    )
+    parser.add_argument(
+        "--rtf",
+        type=float,
+        default=0.3,
+        help="--ros: the sim's real-time factor (every node follows its /clock; 0.3 leaves a 2-core "
+        "machine time for two cameras and MediaPipe)",
+    )
     parser.add_argument("--json", required=True)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.rtf > 0.0:
+        print(f"dexh2r eval closed-loop: --rtf: must be > 0, got {args.rtf}", file=sys.stderr)
+        return 2
     if args.actuation_delay != "measured":
         try:
             args.actuation_delay = float(args.actuation_delay)
@@ -605,17 +652,6 @@ def main(argv: list[str] | None = None) -> int:
     mode = args.mode or ("hard" if "hard" in Path(args.scenarios).stem else "easy")
     import yaml
 
-    from dexh2r_core.config import to_dict
-    from dexh2r_policy.dynamic_grasp import DynamicGraspConfig
-
-    policy_config = replace(
-        cfg.policy,
-        mode=mode,
-        align_style=args.align,
-        lift_height_m=args.lift_m,
-        lift_frames=max(1, round(args.lift_s * POLICY_HZ)),
-        lead_frames=args.lead_frames,
-    )
     try:
         overrides = {}
         for item in args.set:
@@ -623,7 +659,15 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise ConfigError(f"--set {item}: expected KEY=VALUE")
             overrides[key.strip()] = yaml.safe_load(value)
-        policy_config = from_dict(DynamicGraspConfig, {**to_dict(policy_config), **overrides}, source="--set")
+        policy_config = loop_policy_config(
+            cfg.policy,
+            mode,
+            align=args.align,
+            lift_m=args.lift_m,
+            lift_s=args.lift_s,
+            lead_frames=args.lead_frames,
+            overrides=overrides,
+        )
     except (ConfigError, ValueError) as exc:
         print(f"dexh2r eval closed-loop: {exc}", file=sys.stderr)
         return 2
@@ -632,9 +676,9 @@ def main(argv: list[str] | None = None) -> int:
     planner = MotionNetPlanner(model)
     out = Path(args.out) if args.out else Path(args.json).with_suffix("")
     out.mkdir(parents=True, exist_ok=True)
-    from dexh2r_sim.scripted import ScriptConfig
-
-    arm_speeds = ScriptConfig().arm_speed  # the sim arm's joint speeds (its wrists are slow)
+    if args.ros:
+        return _main_ros(args, scenarios, mode, out)
+    arm_speeds = sim_arm_speeds()
     width, _, height = args.resolution.partition("x")
     cell = HandoverCell(
         CellConfig(cameras=True, resolution=(int(width), int(height)), antialias=True, rgb_blur_px=1.0)
@@ -672,9 +716,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         cell.close()
+    return _finish(args, rows, mode, out)
+
+
+def _finish(args: argparse.Namespace, rows: list[dict], mode: str, out: Path) -> int:
     summary = {
         **summarize(rows),
         "mode": mode,
+        "path": "ros" if args.ros else "in-process",
         "perception": args.perception,
         "align": args.align,
         "grasp_zone_m": args.grasp_zone_m,
@@ -682,10 +731,60 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": args.scenarios,
         "checkpoint": args.checkpoint,
     }
+    if args.ros:
+        summary["rtf"] = args.rtf
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
-    return 0
+    return 1 if summary["errors"] else 0
+
+
+def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -> int:
+    """`--ros`: one launch of the node graph per episode (closed_loop_ros)."""
+    from tqdm import tqdm
+
+    from dexh2r_policy.closed_loop_ros import run_episode_ros
+
+    in_process_only = {
+        "--pools expert": args.pools == "expert",
+        "--align": args.align != "pregrasp",
+        "--grasp-zone-m": args.grasp_zone_m != GRASP_ZONE_M,
+        "--lift-m": args.lift_m != LIFT_M,
+        "--lift-s": args.lift_s != LIFT_S,
+        "--lead-frames": args.lead_frames != LEAD_FRAMES,
+        "--set": bool(args.set),
+    }
+    given = [k for k, v in in_process_only.items() if v]
+    if given:
+        print(
+            f"dexh2r eval closed-loop: {', '.join(given)}: in-process only; --ros runs the nodes "
+            "with the closed loop's defaults (launch/handover_sim.launch.xml)",
+            file=sys.stderr,
+        )
+        return 2
+    width, _, height = args.resolution.partition("x")
+    delay = 0.0 if args.actuation_delay == "measured" else float(args.actuation_delay)
+    rows = []
+    n = args.episodes or len(scenarios)
+    with (out / "episodes.jsonl").open("w") as f:
+        for k in tqdm(range(n), desc=f"closed-loop --ros {mode}", unit="ep"):
+            scenario = scenarios[k % len(scenarios)]
+            row = run_episode_ros(
+                scenario,
+                scenarios_file=str(args.scenarios).removeprefix("config/"),
+                mode=mode,
+                episode_dir=out / "ros" / f"{k:03d}-{scenario.name}",
+                perception=args.perception,
+                rtf=args.rtf,
+                resolution=(int(width), int(height)),
+                checkpoint=args.checkpoint,
+                pools=args.pools,
+                actuation_delay_s=delay,
+            )
+            rows.append(row)
+            f.write(json.dumps(row) + "\n")
+            tqdm.write(f"{scenario.name}: {row['outcome']} ({row['detail']})")
+    return _finish(args, rows, mode, out)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,11 @@ Start-up errors (exit code 2, the cause in the log): a checkpoint that is missin
 MotionNet checkpoint, no pool for `object_id`, an unknown robot, no object model for the
 collision guard.
 Parameters: `checkpoint` (default checkpoints/motionnet_small.pt), `pools` (default the
-checkpoint's data.pools), `object_id`, `mode` (easy | hard), `rate_hz` (10), `publish_rate_hz` (30),
+checkpoint's data.pools), `object_id`, `object_scale` (that scale's pools when there are any),
+`mode` (easy | hard), `style` (checkpoint: the checkpoint's policy config | closed_loop: the
+closed loop's, `closed_loop.loop_policy_config`, as `dexh2r eval closed-loop` runs in-process),
+`reach_cost` (none | sim_arm: the committed goal ranked by the sim arm's joint travel time),
+`rate_hz` (10), `publish_rate_hz` (30),
 `stale_after_s`, `collision_guard` (checkpoint | on | off: the approach targets' guard out of the
 object, `DynamicGraspConfig.collision_guard`; default the checkpoint's policy config; on needs
 the object's model in the object library), `robot`, `frame_id`, topic names.
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_core.robot.description import RobotDescription
     from dexh2r_core.ros_env import apply_ros_defaults
     from dexh2r_perception.object_tracker_node import pointcloud2_array
+    from dexh2r_policy.closed_loop import arm_reach_cost, loop_policy_config, sim_arm_speeds
     from dexh2r_policy.dynamic_grasp import (
         DynamicGrasp,
         DynamicGraspError,
@@ -82,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     stale_after_s = float(p("stale_after_s", 0.3).value)
     robot_name = p("robot", "ur5_shadow").value
     frame_id = p("frame_id", "world").value
+    # "checkpoint": the checkpoint's policy config (the paper's alignment); "closed_loop": the
+    # closed loop's (closed_loop.loop_policy_config: committed pre-grasp alignment, slow pull,
+    # lead), the same as `dexh2r eval closed-loop` in-process.
+    style = p("style", "checkpoint").value
+    # The committed goal's ranking by the arm's joint travel time: "none" or "sim_arm" (the sim
+    # arm's joint speeds, closed_loop.sim_arm_speeds); only with style closed_loop.
+    reach_cost_param = p("reach_cost", "none").value
+    object_scale = float(p("object_scale", 1.0).value)  # the pools made for this scale, if any
 
     def fail(message: str) -> int:
         return exit_with_error(node, message)
@@ -93,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"collision_guard: 'checkpoint', 'on' or 'off', got '{guard_value}'")
     if mode not in ("easy", "hard"):
         return fail(f"mode: 'easy' or 'hard', got '{mode}'")
+    if style not in ("checkpoint", "closed_loop"):
+        return fail(f"style: 'checkpoint' or 'closed_loop', got '{style}'")
+    if reach_cost_param not in ("none", "sim_arm"):
+        return fail(f"reach_cost: 'none' or 'sim_arm', got '{reach_cost_param}'")
     if not (rate_hz > 0.0 and publish_rate_hz > 0.0):
         return fail(f"rate_hz and publish_rate_hz: > 0, got {rate_hz:g} and {publish_rate_hz:g}")
     if not object_id:
@@ -103,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = from_dict(TrainConfig, ckpt["config"], source=f"{path}:config")
         robot = RobotDescription.load(robot_name)
         pools = PoolLibrary(resolve_data_path(pools_param or cfg.data.pools), cfg.data.stable_only)
-        pool = pools.get(object_id)
+        pool = pools.get(object_id, scale=object_scale)
     except (CheckpointError, ConfigError, DynamicGraspError, FileNotFoundError, ValueError) as exc:
         return fail(f"cannot start: {exc}")
     torch_threads = 1  # one step is ~1 ms: more threads only contend with the trackers
@@ -112,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(torch_threads)
     guard = cfg.policy.collision_guard if guard_param == "checkpoint" else guard_param == "on"
     policy_config = replace(cfg.policy, mode=mode, collision_guard=guard)
+    if style == "closed_loop":
+        policy_config = loop_policy_config(policy_config, mode)
     policy = DynamicGrasp(MotionNetPlanner(model), pool, policy_config)
     # The object library's model: its symmetries (a tracked can spins about its axis) and the
     # guard's surface. Without a model the guard cannot run; the rest can.
@@ -132,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     T_root_palm = root_to_palm_at_zero(robot)
     fk = ArmIk(robot, robot.config.hand.palm_link)
     T_palm_root = np.linalg.inv(T_root_palm)
+    measured: list = [robot.home()]  # the newest /joint_states, for the reach cost
+    if reach_cost_param == "sim_arm" and style == "closed_loop":
+        policy.reach_cost = arm_reach_cost(robot, T_root_palm, measured, sim_arm_speeds())
 
     reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     wrist_pub = node.create_publisher(
@@ -167,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         pos = dict(zip(msg.name, msg.position, strict=False))
         if all(n in pos for n in robot.joint_names):
             obs["q"] = np.array([pos[n] for n in robot.joint_names])
+            measured[0] = obs["q"]
 
     node.create_subscription(
         PoseStamped, p("object_pose_topic", "/perception/object/pose").value, on_pose, reliable
@@ -234,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     node.create_timer(1.0 / rate_hz, step)
     node.create_timer(1.0 / publish_rate_hz, publish_target)
     log.info(
-        f"DynamicGrasp ({mode}) for {object_id} from {path}: {len(pool)} grasps, "
+        f"DynamicGrasp ({mode}, {style} style) for {object_id} from {path}: {len(pool)} grasps, "
         f"policy {rate_hz:g} Hz, targets {publish_rate_hz:g} Hz"
     )
     return spin_until_shutdown(node)

@@ -222,7 +222,8 @@ def test_committed_goal_avoids_the_giver_side_and_uses_the_reach_cost(hs):
 
 def test_grasp_phase_rule_and_zone():
     from dexh2r_control.state_machine import HandoverConfig
-    from dexh2r_policy.closed_loop import GRASP_ZONE_M, grasp_phase
+    from dexh2r_control.state_machine import policy_grasp_phase as grasp_phase
+    from dexh2r_policy.closed_loop import GRASP_ZONE_M
 
     assert HandoverConfig().grasp_zone_m == GRASP_ZONE_M
     assert not grasp_phase("warmup", 0.05, GRASP_ZONE_M)
@@ -291,3 +292,31 @@ def test_committed_goal_survives_keypoint_noise_but_not_a_blocking_hand(hs):
             break
     assert goals[: 9 + 1] == [state["committed"]] * 10  # noise: kept
     assert goals[-1] != state["committed"]  # blocked for 3 frames: replaced
+
+
+def test_the_sim_launch_file_runs_the_in_process_loop_settings():
+    """`--ros` and the demo run launch/handover_sim.launch.xml: its nodes must be set up as the
+    in-process loop is (the values themselves live in closed_loop / controller)."""
+    from dexh2r_core.launch.parser import load_launch
+    from dexh2r_policy.closed_loop import CONTROL_HZ, GRASP_ZONE_M
+    from dexh2r_policy.closed_loop_ros import launch_file
+
+    desc = load_launch(launch_file(), {"scenario": "easy_can_right", "object_id": "prim/cylinder_can"})
+    params = {
+        n.label: {k: v for item in n.params if isinstance(item, dict) for k, v in item.items()}
+        for n in desc.nodes
+    }
+    assert set(params) == {"sim", "hand_tracker", "object_tracker", "dynamic_grasp", "controller"}
+    ctrl = params["controller"]
+    assert ctrl["rate_hz"] == CONTROL_HZ and ctrl["wrist_ik"] is True and ctrl["follow_measured"] is True
+    assert ctrl["handover"] == "policy" and ctrl["grasp_zone_m"] == GRASP_ZONE_M
+    assert (
+        params["dynamic_grasp"]["style"] == "closed_loop"
+        and params["dynamic_grasp"]["reach_cost"] == "sim_arm"
+    )
+    sim = params["sim"]
+    assert sim["antialias"] is True and sim["rgb_blur_px"] == 1.0  # closed_loop.main's CellConfig
+    assert (sim["width"], sim["height"]) == (640, 360) and sim["cameras"] is True
+    assert all(p.get("use_sim_time") is True for label, p in params.items() if label != "sim")
+    truth = load_launch(launch_file(), {"scenario": "x", "object_id": "y", "perception": "truth"})
+    assert {n.label for n in truth.nodes} == {"sim", "dynamic_grasp", "controller"}

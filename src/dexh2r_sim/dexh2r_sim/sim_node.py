@@ -11,6 +11,16 @@ ros2_control joint_trajectory_controller commands on `/arm_controller/joint_traj
 
 Bad commands (NaN, unknown joints, non-increasing times) are logged with their cause; the robot
 holds its position and the node keeps running.
+
+The closed loop over DDS (`launch/handover_sim.launch.xml`, `dexh2r eval closed-loop --ros`) sets
+`antialias` / `rgb_blur_px` (the in-process loop's camera images), `actuation_delay_s` (commands
+act this late), `wait_for_publishers` (the episode's clock starts once each of these topics has a
+publisher: the stack is up; `wait_timeout_s`, then exit 2 naming the missing ones) and, as a
+diagnostic, `truth_perception` (the true object pose, its model's
+surface points and the giver's true keypoints on `/perception/object/pose`, `.../points` and
+`/perception/human_hand/keypoints`: the trackers are then not run). Each episode record (on
+`/sim/outcome` and in `results_dir/episodes.jsonl`) counts `limit_violations`: commands received
+with a point outside the robot description's position or velocity limits.
 """
 
 from __future__ import annotations
@@ -24,13 +34,14 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
+    import numpy as np
     import rclpy
     from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped
     from rclpy.executors import ExternalShutdownException
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import CameraInfo, Image, JointState
+    from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
     from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
@@ -62,6 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     episodes = int(p("episodes", 0).value)  # 0: keep cycling through the scenarios
     results = p("results_dir", "").value
     exit_when_done = bool(p("exit_when_done", False).value)
+    antialias = bool(p("antialias", False).value)
+    rgb_blur_px = float(p("rgb_blur_px", 0.0).value)
+    actuation_delay_s = float(p("actuation_delay_s", 0.0).value)
+    # A diagnostic, as `dexh2r eval closed-loop --perception truth`: the true object pose, its
+    # model's surface points and the giver's true keypoints on the perception topics (no trackers).
+    truth_perception = bool(p("truth_perception", False).value)
+    # Hold the episode at t = 0 until each of these topics has a publisher (the stack is up).
+    wait_for = [t for t in p("wait_for_publishers", [""]).value if t]
+    wait_timeout_s = float(p("wait_timeout_s", 120.0).value)
     arm_topic = p("arm_topic", "/arm_controller/joint_trajectory").value
     hand_topic = p("hand_topic", "/hand_controller/joint_trajectory").value
 
@@ -80,10 +100,29 @@ def main(argv: list[str] | None = None) -> int:
             camera_hz=camera_hz,
             cameras=cameras,
             resolution=(width, height),
+            antialias=antialias,
+            rgb_blur_px=rgb_blur_px,
+            actuation_delay_s=actuation_delay_s,
         )
     )
     order = [s.name for s in scenarios]
-    state = {"index": order.index(scenario_name) if scenario_name else 0, "episode": 0, "pending": None}
+    state = {
+        "index": order.index(scenario_name) if scenario_name else 0,
+        "episode": 0,
+        "pending": None,
+        "violations": 0,  # commands of this episode outside the robot's position/velocity limits
+        "model": None,  # truth_perception: the object model's surface points (object frame)
+    }
+    limits = {
+        n: (lo, hi, v)
+        for n, lo, hi, v in zip(
+            cell.robot.joint_names,
+            cell.robot.lower,
+            cell.robot.upper,
+            cell.robot.velocity_limits,
+            strict=True,
+        )
+    }
     results_dir = Path(results) if results else None
     if results_dir is not None:
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     wrist_pub = node.create_publisher(PoseStamped, "/sim/giver/wrist", reliable)
     keypoint_pub = node.create_publisher(PoseArray, "/sim/giver/keypoints", reliable)
     contact_pub = node.create_publisher(String, "/sim/contacts", reliable)
+    if truth_perception:
+        from dexh2r_perception.object_tracker_node import pointcloud2_msg
+
+        truth_pose_pub = node.create_publisher(PoseStamped, "/perception/object/pose", reliable)
+        truth_points_pub = node.create_publisher(PointCloud2, "/perception/object/points", reliable)
+        truth_kp_pub = node.create_publisher(PoseArray, "/perception/human_hand/keypoints", reliable)
     cam_pubs = []
     if cell.calibration is not None:
         for cal in cell.calibration.cameras:
@@ -116,10 +161,25 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
 
+    def out_of_limits(traj) -> bool:
+        # The same count as the in-process loop's `limit_violations`: a command point outside the
+        # description's position or velocity limits (1e-9 slack).
+        lo, hi, vmax = (np.array([limits[n][k] for n in traj.joint_names if n in limits]) for k in range(3))
+        if len(lo) != len(traj.joint_names):
+            return False  # unknown joints: the cell rejects the trajectory itself
+        for point in traj.points:
+            q = np.asarray(point.positions)
+            if np.any(q < lo - 1e-9) or np.any(q > hi + 1e-9):
+                return True
+            if point.velocities is not None and np.any(np.abs(point.velocities) > vmax + 1e-9):
+                return True
+        return False
+
     def on_trajectory(kind: str):
         def callback(msg: JointTrajectoryMsg) -> None:
             try:
                 traj = msgs.joint_trajectory(msg)
+                state["violations"] += int(out_of_limits(traj))
                 (cell.command_arm if kind == "arm" else cell.command_hand)(traj)
             except (TrajectoryError, msgs.MessageError) as exc:
                 node.get_logger().error(f"rejected {kind} trajectory: {exc}; holding position")
@@ -134,7 +194,36 @@ def main(argv: list[str] | None = None) -> int:
         if name is None:
             name = order[state["index"] % len(order)]
         cell.load_scenario(by_name[name])
+        state["violations"] = 0
+        if truth_perception:
+            from dexh2r_perception.object_tracking import ObjectModel, TrackerConfig
+
+            state["model"] = ObjectModel.from_sim_object(
+                cell.sim_object, n=TrackerConfig().model_points, seed=0
+            ).points
         node.get_logger().info(f"episode {state['episode']}: scenario '{name}' ({cell.scenario.difficulty})")
+
+    def wait_for_stack() -> bool:
+        # The episode's clock starts once the stack is up (every topic in `wait_for_publishers`
+        # has a publisher): the nodes load models for seconds, and a giver who has been offering
+        # for that long is not the scenario. Meanwhile /clock stays at 0 and /joint_states goes
+        # out, so a controller can initialise.
+        names, q, qd, effort = cell.joint_state()
+        t_end = time.monotonic() + wait_timeout_s
+        missing = list(wait_for)
+        while rclpy.ok() and time.monotonic() < t_end:
+            missing = [t for t in wait_for if node.count_publishers(t) == 0]
+            if not missing:
+                node.get_logger().info(f"stack up ({', '.join(wait_for)}): starting the episode")
+                return True
+            clock_pub.publish(Clock(clock=msgs.to_time(0.0)))
+            joint_pub.publish(msgs.joint_state_msg(names, q, qd, effort, stamp_s=0.0))
+            rclpy.spin_once(node, timeout_sec=0.02)
+        node.get_logger().fatal(
+            f"no publisher on {missing} after {wait_timeout_s:g} s: a node of the stack did not come up "
+            "(see its log above), or wait_for_publishers names a wrong topic"
+        )
+        return False
 
     def reset_cb(_req, res):
         state["pending"] = order[state["index"] % len(order)]
@@ -150,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     node.create_service(Trigger, "/sim/reset", reset_cb)
     node.create_service(Trigger, "/sim/next_scenario", next_cb)
     start_episode()
+    if wait_for and not wait_for_stack():
+        cell.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 2
 
     camera_period = 1.0 / camera_hz
     joint_period = 1.0 / joint_state_hz
@@ -175,10 +269,10 @@ def main(argv: list[str] | None = None) -> int:
                 next_joint += joint_period
                 names, q, qd, effort = cell.joint_state()
                 joint_pub.publish(msgs.joint_state_msg(names, q, qd, effort, stamp_s=now))
-            if cam_pubs and cell.time >= next_camera - 1e-9:
+            if (cam_pubs or truth_perception) and cell.time >= next_camera - 1e-9:
                 next_camera += camera_period
                 for (cal, rgb_pub, depth_pub, info_pub, dinfo_pub, info), frame in zip(
-                    cam_pubs, cell.render(), strict=True
+                    cam_pubs, cell.render() if cam_pubs else [], strict=True
                 ):
                     rgb_pub.publish(msgs.image_msg(frame.rgb, "rgb8", now, cal.frame_id))
                     depth_pub.publish(msgs.image_msg(frame.depth_mm, "16UC1", now, cal.frame_id))
@@ -192,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
                     for x, y, z in cell.giver_keypoints()
                 ]
                 keypoint_pub.publish(kp)
+                if truth_perception:
+                    T_obj = cell.object_pose()
+                    truth_pose_pub.publish(msgs.pose_stamped_msg(T_obj, now))
+                    points = state["model"] @ T_obj[:3, :3].T + T_obj[:3, 3]
+                    truth_points_pub.publish(pointcloud2_msg(points, now))
+                    truth_kp_pub.publish(kp)
                 contacts = cell.robot_giver_contacts()
                 if contacts:  # robot touching the giver's hand: reported every camera frame it lasts
                     contact_pub.publish(String(data=json.dumps({"time": now, "contacts": contacts})))
@@ -208,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if cell.outcome is not None and outcome_time is None:
                 outcome_time = cell.time
-                record = cell.episode_record(state["episode"])
+                record = cell.episode_record(
+                    state["episode"],
+                    limit_violations=state["violations"],
+                    actuation_delay_s=actuation_delay_s,
+                )
                 outcome_pub.publish(String(data=json.dumps(record)))
                 node.get_logger().info(
                     f"episode {state['episode']} outcome: {record['outcome']} ({record['detail']})"
