@@ -1,30 +1,40 @@
-"""`dexh2r demo`: the main job on a laptop: simulated handovers with a run folder to look at.
+"""`dexh2r demo`: the main job on a laptop: simulated handovers through the whole stack.
 
-Runs a few easy and hard scenarios in the MuJoCo cell with a progress bar and writes a run folder:
+Each handover brings up the deployed node graph on the MuJoCo cell with one launch file,
+`launch/handover_sim.launch.xml` (the same file `dexh2r eval closed-loop --ros` runs): `sim_node`
+(virtual RealSense cameras) -> `hand_tracker_node` (MediaPipe) + `object_tracker_node` ->
+`dynamic_grasp_node` (the committed MotionNet checkpoint) -> `controller_node` (IK + safety
+filter) -> `sim_node`, every node its own process over DDS on the sim's /clock, plus
+`recorder_node`. A few easy and hard scenarios run with a progress bar, then a run folder:
 
     runs/demo-<time>/
       config.json, episodes.jsonl, summary.json    results (summary is computed from the other two)
       report.md, report.html                       outcomes, time-to-handover, timing, plots
-      distance.png                                 hand-to-object distance over time, per episode
-      timing.png                                   per-stage compute time histogram
+      distance.png                                 palm-to-object distance over time, per episode
+      timing.png                                   per-stage compute time histogram (perception, policy)
       handover.mp4                                 camera_0 view of the first episode
+      bags/<episode>/                              rosbag2 MCAP of each episode (opens in Foxglove)
+      logs/<k>-<scenario>.log                      each launch's output
 
-The robot is driven by the privileged scripted expert (`dexh2r_sim.scripted`, it reads the object's
-true pose) through the same JointTrajectory interface a controller uses. The report says so: the
-perception + DynamicGrasp + safe-control stack replaces it as those parts land.
+`--expert` runs the privileged scripted expert in-process instead (it reads the object's true pose;
+no perception, no policy): the cell's reference, in a fraction of the time.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+
+OUTCOMES = ("success", "hit-human", "drop", "timeout", "safety-stop")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,30 +44,284 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/demo-<time>)")
     p.add_argument("--easy", type=int, default=2, help="easy scenarios to run (default 2)")
     p.add_argument("--hard", type=int, default=2, help="hard scenarios to run (default 2)")
-    p.add_argument("--no-video", action="store_true", help="skip rendering the video")
+    p.add_argument("--no-video", action="store_true", help="skip the video")
+    p.add_argument("--no-bag", action="store_true", help="skip recording the MCAP bags")
     p.add_argument("--fps", type=float, default=15.0, help="video frame rate in sim time")
+    p.add_argument(
+        "--rtf",
+        type=float,
+        default=0.3,
+        help="the sim's real-time factor (every node follows its /clock): 0.3 leaves a 2-core machine "
+        "time for two 640x360 cameras, MediaPipe, the trackers and the recorder",
+    )
+    p.add_argument(
+        "--perception",
+        choices=["cameras", "truth"],
+        default="cameras",
+        help="truth: the sim's true poses on the perception topics (no trackers, a diagnostic)",
+    )
+    p.add_argument(
+        "--expert", action="store_true", help="the scripted expert in-process instead of the stack"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from tqdm import tqdm
-
     from dexh2r_core.paths import config_path, repo_root
-    from dexh2r_sim.cell import CellConfig, HandoverCell
-    from dexh2r_sim.cli import summarize
     from dexh2r_sim.scenario import load_scenarios
-    from dexh2r_sim.scripted import ScriptedHandover
 
+    if not args.rtf > 0.0:
+        print(f"dexh2r demo: --rtf must be > 0, got {args.rtf}", file=sys.stderr)
+        return 2
     out = args.out or (repo_root() or Path.cwd()) / "runs" / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
-    easy = load_scenarios(config_path("scenarios/easy.yaml"))[: args.easy]
-    hard = load_scenarios(config_path("scenarios/hard.yaml"))[: args.hard]
+    easy = [("easy", s) for s in load_scenarios(config_path("scenarios/easy.yaml"))[: args.easy]]
+    hard = [("hard", s) for s in load_scenarios(config_path("scenarios/hard.yaml"))[: args.hard]]
     scenarios = easy + hard
     if not scenarios:
         print("dexh2r demo: nothing to run (--easy 0 --hard 0)", file=sys.stderr)
         return 2
+    (out / "episodes.jsonl").write_text("")
+    print(f"dexh2r demo: {len(easy)} easy + {len(hard)} hard simulated handovers -> {out}")
+    if args.expert:
+        traces, timing, has_video = _run_expert(args, out, scenarios)
+        controller = "scripted expert (privileged: true object pose), in-process"
+    else:
+        traces, timing, has_video = _run_stack(args, out, scenarios)
+        controller = (
+            f"the stack over DDS (launch/handover_sim.launch.xml, perception {args.perception}, "
+            f"MotionNet + DynamicGrasp, controller_node), real-time factor {args.rtf:g}"
+        )
+    from dexh2r_sim.cli import summarize
+
+    summary = summarize(out)
+    summary["controller"] = controller
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _plots(out, traces, timing)
+    _report(out, summary, timing, has_video=has_video, controller=controller)
+    rate, n = summary["success_rate"], summary["episodes"]
+    print(f"success rate {rate:.2f} over {n} episodes; report: {out / 'report.html'}")
+    errors = [r for r in _records(out) if r["outcome"] not in OUTCOMES]
+    return 1 if errors else 0
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _append(out: Path, record: dict) -> None:
+    with (out / "episodes.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+class _Monitor:
+    """The demo's own node: what the report shows, read off the graph's topics (ground truth from
+    `/sim/...`, compute time from the nodes' status JSON, the first episode's camera_0 images)."""
+
+    def __init__(self, node, video_writer, fps: float) -> None:
+        from geometry_msgs.msg import PoseStamped
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import String
+
+        self.node = node
+        self.video = video_writer
+        self.frame_period = 1.0 / fps
+        self.lock = threading.Lock()
+        self.reset()
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        node.create_subscription(Clock, "/clock", self._on_clock, 10)
+        node.create_subscription(String, "/sim/outcome", self._on_outcome, reliable)
+        node.create_subscription(PoseStamped, "/sim/robot/palm", self._pose("palm"), reliable)
+        node.create_subscription(PoseStamped, "/sim/object/pose", self._pose("object"), reliable)
+        node.create_subscription(String, "/policy/state", self._on_status("policy step", "step_ms"), reliable)
+        node.create_subscription(
+            String, "/perception/object/status", self._on_status("object tracker", "compute_ms"), reliable
+        )
+        node.create_subscription(
+            String, "/perception/human_hand/state", self._on_status("hand tracker", "compute_ms"), reliable
+        )
+        node.create_subscription(Image, "/camera_0/color/image_raw", self._on_image, qos_profile_sensor_data)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.clock = 0.0
+            self.outcome: dict | None = None
+            self.latest: dict[str, np.ndarray] = {}
+            self.trace = {"t": [], "distance": []}
+            self.timing: dict[str, list[float]] = {
+                "hand tracker": [],
+                "object tracker": [],
+                "policy step": [],
+            }
+            self.record_video = False
+            self.next_frame = 0.0
+
+    def _on_clock(self, msg) -> None:
+        self.clock = msg.clock.sec + msg.clock.nanosec * 1e-9
+
+    def _on_outcome(self, msg) -> None:
+        self.outcome = json.loads(msg.data)
+
+    def _pose(self, key: str):
+        def callback(msg) -> None:
+            p = msg.pose.position
+            with self.lock:
+                self.latest[key] = np.array([p.x, p.y, p.z])
+                if key == "palm" and "object" in self.latest and self.outcome is None:
+                    t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                    self.trace["t"].append(t)
+                    self.trace["distance"].append(
+                        float(np.linalg.norm(self.latest["palm"] - self.latest["object"]))
+                    )
+
+        return callback
+
+    def _on_status(self, stage: str, key: str):
+        def callback(msg) -> None:
+            value = json.loads(msg.data).get(key)
+            if isinstance(value, (int, float)):
+                with self.lock:
+                    self.timing[stage].append(float(value))
+
+        return callback
+
+    def _on_image(self, msg) -> None:
+        if not self.record_video or self.video is None:
+            return
+        t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if t + 1e-6 < self.next_frame:
+            return
+        from dexh2r_core import msgs
+
+        self.next_frame = t + self.frame_period
+        self.video.append_data(np.asarray(msgs.image_array(msg)))
+
+
+def _run_stack(args, out: Path, scenarios: list) -> tuple[dict, dict, bool]:
+    """Each scenario through launch/handover_sim.launch.xml; the sim_node record per episode."""
+    from rclpy.executors import SingleThreadedExecutor
+    from std_srvs.srv import Trigger
+    from tqdm import tqdm
+
+    from dexh2r_core.launch.parser import load_launch
+    from dexh2r_core.launch.runner import LaunchRunner
+    from dexh2r_core.paths import share_dir
+    from dexh2r_core.ros_env import apply_ros_defaults, private_domain_id
+    from dexh2r_core.testing import ros_test_node
+
+    # Localhost only, and a domain of this run's own unless the user chose one.
+    env = apply_ros_defaults(
+        os.environ, domain_id=None if os.environ.get("ROS_DOMAIN_ID") else private_domain_id()
+    )
+    launch = share_dir("dexh2r_core") / "launch" / "handover_sim.launch.xml"
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                "job": "demo",
+                "launch": str(launch),
+                "perception": args.perception,
+                "rtf": args.rtf,
+                "scenarios": [s.name for _, s in scenarios],
+                "ros_domain_id": env.get("ROS_DOMAIN_ID"),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    (out / "logs").mkdir(exist_ok=True)
+    writer = None
+    if not args.no_video and args.perception == "cameras":
+        import imageio.v2 as imageio
+
+        writer = imageio.get_writer(
+            out / "handover.mp4", fps=args.fps, codec="libx264", quality=7, macro_block_size=8
+        )
+    traces: dict[str, dict] = {}
+    timing: dict[str, list[float]] = {"hand tracker": [], "object tracker": [], "policy step": []}
+    try:
+        with ros_test_node("dexh2r_demo") as node:
+            monitor = _Monitor(node, writer, args.fps)
+            stop_recorder = node.create_client(Trigger, "/recorder/stop")
+            executor = SingleThreadedExecutor(context=node.context)
+            executor.add_node(node)
+            for k, (mode, scenario) in enumerate(scenarios):
+                monitor.reset()
+                monitor.record_video = k == 0
+                overrides = {
+                    "scenarios": f"scenarios/{mode}.yaml",
+                    "scenario": scenario.name,
+                    "object_id": scenario.object_id,
+                    "object_scale": repr(float(scenario.object_scale)),
+                    "mode": mode,
+                    "perception": args.perception,
+                    "rtf": repr(float(args.rtf)),
+                    "record_dir": "" if args.no_bag else str(out / "bags"),
+                }
+                log = io.StringIO()
+                limit = (scenario.time_limit_s + 2.0) / args.rtf + 90.0
+                runner = LaunchRunner(
+                    load_launch(launch, overrides), timeout=limit, base_env=env, out=log, err=log, color=False
+                )
+                result: dict = {}
+                thread = threading.Thread(
+                    target=lambda r=runner, box=result: box.setdefault("r", r.run()), daemon=True
+                )
+                thread.start()
+                stopped = False
+                label = f"{k + 1}/{len(scenarios)} {scenario.name}"
+                with tqdm(
+                    total=scenario.time_limit_s,
+                    desc=label,
+                    unit="sim s",
+                    bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} sim s",
+                ) as bar:
+                    while thread.is_alive():
+                        executor.spin_once(timeout_sec=0.05)
+                        bar.n = min(monitor.clock, scenario.time_limit_s)
+                        bar.refresh()
+                        if monitor.outcome is not None and not stopped and not args.no_bag:
+                            stopped = True  # close the bag while the graph still runs: status complete
+                            if stop_recorder.service_is_ready():
+                                stop_recorder.call_async(Trigger.Request())
+                (out / "logs" / f"{k:02d}-{scenario.name}.log").write_text(log.getvalue())
+                record = monitor.outcome
+                r = result.get("r")
+                if record is None:
+                    reason = r.reason if r is not None else "launch did not finish"
+                    record = {
+                        "episode": k,
+                        "scenario": scenario.name,
+                        "object_id": scenario.object_id,
+                        "difficulty": mode,
+                        "outcome": "error",
+                        "time_to_handover_s": None,
+                        "detail": f"no outcome: {reason} (logs/{k:02d}-{scenario.name}.log)",
+                    }
+                record = {**record, "episode": k, "crashed": [x.node.label for x in r.crashed] if r else []}
+                _append(out, record)
+                traces[f"{scenario.name} ({record['outcome']})"] = monitor.trace
+                for stage, values in monitor.timing.items():
+                    timing[stage].extend(values)
+                tqdm.write(f"  {scenario.name:24s} {record['outcome']:10s} {record['detail']}")
+            executor.remove_node(node)
+            executor.shutdown(timeout_sec=1.0)
+    finally:
+        if writer is not None:
+            writer.close()
+    return traces, timing, writer is not None
+
+
+def _run_expert(args, out: Path, scenarios: list) -> tuple[dict, dict, bool]:
+    """The privileged scripted expert in-process (the cell's reference)."""
+    from tqdm import tqdm
+
+    from dexh2r_sim.cell import CellConfig, HandoverCell
+    from dexh2r_sim.scripted import ScriptedHandover
+
     config = CellConfig(cameras=not args.no_video)
     cell = HandoverCell(config)
     (out / "config.json").write_text(
@@ -67,13 +331,12 @@ def main(argv: list[str] | None = None) -> int:
                 "controller": "scripted expert (privileged: true object pose)",
                 "robot": config.robot,
                 "physics_hz": config.physics_hz,
-                "scenarios": [s.name for s in scenarios],
+                "scenarios": [s.name for _, s in scenarios],
             },
             indent=2,
         )
         + "\n"
     )
-    (out / "episodes.jsonl").write_text("")
     traces: dict[str, dict[str, list[float]]] = {}
     timing: dict[str, list[float]] = {"physics step (10 ms)": [], "controller": [], "render (2 cameras)": []}
     writer = None
@@ -83,9 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         writer = imageio.get_writer(
             out / "handover.mp4", fps=args.fps, codec="libx264", quality=7, macro_block_size=8
         )
-    print(f"dexh2r demo: {len(easy)} easy + {len(hard)} hard simulated handovers -> {out}")
     try:
-        for episode, scenario in enumerate(tqdm(scenarios, desc="handovers", unit="episode")):
+        for episode, (_, scenario) in enumerate(tqdm(scenarios, desc="handovers", unit="episode")):
             cell.load_scenario(scenario)
             controller = ScriptedHandover(cell, "grasp")
             trace = {"t": [], "distance": []}
@@ -109,22 +371,14 @@ def main(argv: list[str] | None = None) -> int:
                     writer.append_data(frames[0].rgb)
                     next_frame += 1.0 / args.fps
             o = cell.outcome
-            record = cell.episode_record(episode, wall_s=time.perf_counter() - t_wall)
-            with (out / "episodes.jsonl").open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            _append(out, cell.episode_record(episode, wall_s=time.perf_counter() - t_wall))
             traces[f"{scenario.name} ({o.outcome})"] = trace
             tqdm.write(f"  {scenario.name:24s} {o.outcome:10s} {o.detail}")
     finally:
         if writer is not None:
             writer.close()
         cell.close()
-    summary = summarize(out)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _plots(out, traces, timing)
-    _report(out, summary, timing, has_video=writer is not None)
-    rate, n = summary["success_rate"], summary["episodes"]
-    print(f"success rate {rate:.2f} over {n} episodes; report: {out / 'report.html'}")
-    return 0
+    return traces, timing, writer is not None
 
 
 def _plots(out: Path, traces: dict, timing: dict) -> None:
@@ -158,7 +412,7 @@ def _plots(out: Path, traces: dict, timing: dict) -> None:
     plt.close(fig)
 
 
-def _report(out: Path, summary: dict, timing: dict, has_video: bool) -> None:
+def _report(out: Path, summary: dict, timing: dict, has_video: bool, controller: str) -> None:
     records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines() if line.strip()]
     for r in records:
         r["tth"] = "" if r["time_to_handover_s"] is None else f"{r['time_to_handover_s']:.2f}"
@@ -171,11 +425,21 @@ def _report(out: Path, summary: dict, timing: dict, has_video: bool) -> None:
     rates = [f"{summary[k]:.2f}" for k in ("success_rate", "hit_human_rate", "drop_rate", "timeout_rate")]
     rates.append(f"{summary['safety_stop_rate']:.2f}")
     totals = " | ".join([str(summary["episodes"]), *rates, "" if tth is None else f"{tth:.2f}"])
+    bag_dirs = sorted(p for p in (out / "bags").iterdir() if p.is_dir()) if (out / "bags").is_dir() else []
+    bags = (
+        "MCAP bags of the episodes (open in Foxglove): "
+        + ", ".join(f"[{p.name}](bags/{p.name})" for p in bag_dirs)
+        + "; each launch's output in `logs/`."
+        if bag_dirs
+        else ""
+    )
+    bags_html = (
+        "MCAP bags (open in Foxglove) in bags/: " + ", ".join(p.name for p in bag_dirs) if bag_dirs else ""
+    )
     md = f"""# dexh2r demo report
 
-Simulated handovers in the MuJoCo cell (UR5 + Shadow hand). **Controller: the privileged scripted
-expert** (reads the object's true pose); perception, DynamicGrasp and the safe controller replace
-it as those parts of the stack land.
+Simulated handovers in the MuJoCo cell (UR5 + Shadow hand). **Robot driven by: {controller}.**
+{bags}
 
 | episodes | success | hit-human | drop | timeout | safety-stop | mean time-to-handover [s] |
 |---|---|---|---|---|---|---|
@@ -209,7 +473,8 @@ it as those parts of the stack land.
 <style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}
 td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
 </head><body><h1>dexh2r demo report</h1>
-<p>Simulated handovers (UR5 + Shadow). Controller: <b>privileged scripted expert</b>.</p>
+<p>Simulated handovers (UR5 + Shadow). Robot driven by: <b>{controller}</b>.</p>
+<p>{bags_html}</p>
 <p>success rate {summary["success_rate"]:.2f} over {summary["episodes"]} episodes;
 mean time-to-handover {"" if tth is None else f"{tth:.2f} s"}</p>
 <table><tr><th>scenario</th><th>mode</th><th>object</th><th>outcome</th>

@@ -3,8 +3,8 @@
 Publishes `/clock`, `/joint_states`, realsense-ros-style camera topics
 (`/camera_<i>/color/image_raw`, `/camera_<i>/aligned_depth_to_color/image_raw`,
 `/camera_<i>/color/camera_info`, `/camera_<i>/aligned_depth_to_color/camera_info`) and ground truth
-under `/sim/...` (object pose, giver wrist and keypoints, robot-giver contacts and the episode
-outcome as JSON). Accepts
+under `/sim/...` (object pose, the robot's palm pose, giver wrist and keypoints, robot-giver
+contacts and the episode outcome as JSON). Accepts
 ros2_control joint_trajectory_controller commands on `/arm_controller/joint_trajectory` and
 `/hand_controller/joint_trajectory`. Services: `/sim/reset` and `/sim/next_scenario`
 (std_srvs/Trigger); parameter `scenario` (a name in the scenario file) selects the next episode.
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     wrist_pub = node.create_publisher(PoseStamped, "/sim/giver/wrist", reliable)
     keypoint_pub = node.create_publisher(PoseArray, "/sim/giver/keypoints", reliable)
     contact_pub = node.create_publisher(String, "/sim/contacts", reliable)
+    palm_pub = node.create_publisher(PoseStamped, "/sim/robot/palm", reliable)
     if truth_perception:
         from dexh2r_perception.object_tracker_node import pointcloud2_msg
 
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                     info_pub.publish(msgs.camera_info_msg(info, now))
                     dinfo_pub.publish(msgs.camera_info_msg(info, now))
                 object_pub.publish(msgs.pose_stamped_msg(cell.object_pose(), now))
+                palm_pub.publish(msgs.pose_stamped_msg(cell.body_pose(cell.robot.config.hand.palm_link), now))
                 wrist_pub.publish(msgs.pose_stamped_msg(cell.giver.wrist_pose(cell.data), now))
                 kp = PoseArray(header=msgs.header(now, "world"))
                 kp.poses = [
