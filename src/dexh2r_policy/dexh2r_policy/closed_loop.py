@@ -535,10 +535,15 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dexh2r eval closed-loop", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--policy", default="motionnet", choices=["motionnet"])
+    parser.add_argument(
+        "--policy",
+        default="motionnet",
+        choices=["motionnet", "dp", "dp3"],
+        help="the planner DynamicGrasp runs: MotionNet, or the DP / DP3 baselines (receding horizon)",
+    )
     parser.add_argument("--scenarios", default="config/scenarios/easy.yaml")
     parser.add_argument("--episodes", type=int, default=None, help="default: one per scenario")
-    parser.add_argument("--checkpoint", default="checkpoints/motionnet_small.pt")
+    parser.add_argument("--checkpoint", default=None, help="default: checkpoints/<policy>_small.pt")
     parser.add_argument(
         "--pools",
         default=None,
@@ -635,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dexh2r_core.config import ConfigError, from_dict
     from dexh2r_core.paths import config_path
+    from dexh2r_policy.diffusion.model import CheckpointError as DiffusionCheckpointError
     from dexh2r_policy.dynamic_grasp import DynamicGrasp, DynamicGraspError, MotionNetPlanner, PoolLibrary
     from dexh2r_policy.motionnet import CheckpointError, load_motionnet
     from dexh2r_policy.train import TrainConfig, resolve_data_path
@@ -642,11 +648,22 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_sim.scenario import load_scenarios
 
     torch.set_num_threads(1)
+    args.checkpoint = args.checkpoint or f"checkpoints/{args.policy}_small.pt"
+    if args.ros and args.policy != "motionnet":
+        print("dexh2r eval closed-loop: --ros runs dynamic_grasp_node, which runs MotionNet", file=sys.stderr)
+        return 2
     try:
-        model, ckpt = load_motionnet(resolve_data_path(args.checkpoint))
-        cfg = from_dict(TrainConfig, ckpt["config"], source=f"{args.checkpoint}:config")
+        if args.policy == "motionnet":
+            model, ckpt = load_motionnet(resolve_data_path(args.checkpoint))
+            cfg = from_dict(TrainConfig, ckpt["config"], source=f"{args.checkpoint}:config")
+        else:
+            from dexh2r_policy.diffusion.model import load_diffusion
+            from dexh2r_policy.diffusion.train import DiffusionTrainConfig
+
+            model, ckpt = load_diffusion(resolve_data_path(args.checkpoint), args.policy)
+            cfg = from_dict(DiffusionTrainConfig, ckpt["config"], source=f"{args.checkpoint}:config")
         scenarios = load_scenarios(config_path(args.scenarios))
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, DiffusionCheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"dexh2r eval closed-loop: {exc}", file=sys.stderr)
         return 2
     mode = args.mode or ("hard" if "hard" in Path(args.scenarios).stem else "easy")
@@ -673,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pool_dir = cfg.data.pools if args.pools in (None, "expert") else args.pools
     pools = PoolLibrary(resolve_data_path(pool_dir), cfg.data.stable_only)
-    planner = MotionNetPlanner(model)
+    planner = MotionNetPlanner(model) if args.policy == "motionnet" else None
     out = Path(args.out) if args.out else Path(args.json).with_suffix("")
     out.mkdir(parents=True, exist_ok=True)
     if args.ros:
@@ -695,7 +712,12 @@ def main(argv: list[str] | None = None) -> int:
                         if args.pools == "expert"
                         else pools.get(scenario.object_id, scale=scenario.object_scale)
                     )
-                    policy = DynamicGrasp(planner, pool, policy_config)
+                    if planner is None:  # DP / DP3: a new plan every n_action frames
+                        from dexh2r_policy.diffusion.planner import diffusion_policy
+
+                        policy = diffusion_policy(model, pool, policy_config)
+                    else:
+                        policy = DynamicGrasp(planner, pool, policy_config)
                 except DynamicGraspError as exc:
                     print(f"dexh2r eval closed-loop: {exc}", file=sys.stderr)
                     return 2
@@ -729,6 +751,7 @@ def _finish(args: argparse.Namespace, rows: list[dict], mode: str, out: Path) ->
         "grasp_zone_m": args.grasp_zone_m,
         "actuation_delay": args.actuation_delay,
         "scenarios": args.scenarios,
+        "policy": args.policy,
         "checkpoint": args.checkpoint,
     }
     if args.ros:

@@ -34,6 +34,25 @@ def test_one_episode_runs_the_whole_stack_and_the_cell_decides(tmp_path):
     assert row["perception_ms_p95"] is not None and row["policy_ms_p95"] < 100
 
 
+def test_the_dp3_baseline_runs_the_loop(tmp_path, capsys):
+    """`--policy dp3`: the committed DP3 checkpoint as DynamicGrasp's planner (receding horizon),
+    everything else as with MotionNet; `--ros` refuses it (dynamic_grasp_node runs MotionNet)."""
+    from dexh2r_policy.datagen import main as datagen
+
+    pools = tmp_path / "pools"
+    assert datagen(["grasps", "--objects", "prim/box_small", "--candidates", "20", "--out", str(pools)]) == 0
+    args = ["--scenarios", "config/scenarios/easy.yaml", "--episodes", "1", "--pools", str(pools)]
+    out = tmp_path / "dp3.json"
+    assert main([*args, "--policy", "dp3", "--perception", "truth", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["policy"] == "dp3" and summary["checkpoint"] == "checkpoints/dp3_small.pt"
+    assert summary["limit_violations"] == 0 and summary["episodes"] == 1
+    row = json.loads((tmp_path / "dp3" / "episodes.jsonl").read_text().splitlines()[0])
+    assert row["last_phase"] is not None and row["policy_ms_p95"] is not None
+    assert main([*args, "--policy", "dp3", "--ros", "--json", str(out)]) == 2
+    assert "MotionNet" in capsys.readouterr().err
+
+
 def test_summary_rates_and_bad_checkpoint(tmp_path, capsys):
     rows = [
         {"outcome": "success", "time_to_handover_s": 2.0, "limit_violations": 0},
