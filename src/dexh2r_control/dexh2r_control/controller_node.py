@@ -35,9 +35,10 @@ real launch file set them): `wrist_ik` (the hand's wrist joints in the IK, no fa
 `controller.WRIST_IK_OPTIONS`, the in-process closed loop's options), `follow_measured` (every
 `/joint_states` bounds the command's following error; ignored in a dry run), `handover`
 (`state_machine`, the default, or `policy`: the policy's phases from `/policy/state` set the
-safety filter's grasp phase, `policy_grasp_phase` with `grasp_zone_m`, and its targets are
-tracked as they come, as in `dexh2r eval closed-loop`; `/handover/state` then says `"policy"`
-and the policy's phase).
+safety filter's grasp phase, `policy_grasp_phase` with `grasp_zone_m`, its targets are
+tracked as they come and, the object lost for `object_lost_s` while approaching, the hand
+retreats `retreat_up_m` up: `state_machine.PolicyHandover`, as in `dexh2r eval closed-loop`;
+`/handover/state` then says `"policy"` and the policy's phase).
 
 Services (std_srvs/Trigger): `/controller/estop` (latched), `/controller/reset` (clears the latch;
 the robot stays still until a new target arrives), `/handover/start`, `/handover/stop`.
@@ -84,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         HandoverStateMachine,
         Observation,
         Output,
-        State,
-        policy_grasp_phase,
+        PolicyHandover,
     )
     from dexh2r_core import msgs
     from dexh2r_core.node_runtime import exit_with_error, spin_until_shutdown
@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         "retreat_pose": None,
         "deadman_beat": -np.inf,  # receipt time of the last True
         "policy_phase": None,  # handover:=policy: the policy's phase (/policy/state)
+        "object_seen": None,  # handover:=policy: receipt time of the newest valid object pose
     }
+    policy_handover = PolicyHandover(HandoverConfig(grasp_zone_m=grasp_zone_m), retreat_up_m=retreat_up_m)
 
     def now_s() -> float:
         return node.get_clock().now().nanoseconds * 1e-9
@@ -333,16 +335,18 @@ def main(argv: list[str] | None = None) -> int:
         return obs
 
     def policy_output(now: float) -> Output:
-        # The policy drives: track its targets; grasp phase from its phase and the palm's distance
-        # to a fresh object (the in-process closed loop's rule, policy_grasp_phase).
-        phase = inputs["policy_phase"] or "waiting"
+        # The policy drives (PolicyHandover, as in the in-process closed loop): track its targets,
+        # grasp phase from its phase and the palm's distance to the object, retreat when the
+        # object is lost while approaching.
         obj = inputs["object"]
-        fresh = obj is not None and now - obj[1] <= HandoverConfig().object_max_age_s
-        distance = float(np.linalg.norm(ctrl.palm_pose()[:3, 3] - obj[0])) if fresh else float("inf")
-        grasp = policy_grasp_phase(phase, distance, grasp_zone_m)
-        if ctrl.safety.estopped:
-            return Output(State.HOLD, "hold", grasp, f"policy {phase}: e-stop")
-        return Output(State.APPROACH, "track", grasp, f"policy {phase}")
+        distance = (
+            float(np.linalg.norm(ctrl.palm_pose()[:3, 3] - obj[0])) if obj is not None else float("inf")
+        )
+        if obj is not None:
+            inputs["object_seen"] = obj[1]
+        return policy_handover.update(
+            now, inputs["policy_phase"], inputs["object_seen"], distance, ctrl.safety.estopped
+        )
 
     def apply_mode(mode: str, now: float) -> None:
         new = inputs["new_target"]
@@ -361,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                 log.error(f"rejected target: {exc}; holding the previous one", throttle_duration_sec=1.0)
         elif mode == "hold":
             ctrl.hold(now)
+        elif mode == "retreat" and handover == "policy":
+            ctrl.set_hand_target(HandTarget(now, policy_handover.retreat_pose(ctrl.palm_pose()), None))
         elif mode == "retreat":
             if inputs["retreat_pose"] is None:
                 T = ctrl.palm_pose()

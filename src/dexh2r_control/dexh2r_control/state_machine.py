@@ -118,6 +118,54 @@ def policy_grasp_phase(phase: str, palm_to_object_m: float, grasp_zone_m: float)
     return phase in POLICY_GRASP_PHASES or (phase == "approach" and palm_to_object_m <= grasp_zone_m)
 
 
+class PolicyHandover:
+    """The handover when the policy's own phases drive it (the closed loop, in-process and
+    `controller_node handover:=policy`), instead of `HandoverStateMachine`:
+
+    - track the policy's targets; the safety filter's grasp phase by `policy_grasp_phase`;
+    - e-stop: hold;
+    - the object lost (last seen more than `object_lost_s` ago) while the policy approaches or
+      aligns: retreat (the hand `retreat_up_m` straight up from where the retreat began, away
+      from the giver's hand, then hold there) until the object is seen again; before that the
+      policy has gone silent (its `stale_after_s`) and the controller's watchdog holds. Not
+      once the policy closes or pulls: the object is in the hand (and the hand hides it)."""
+
+    RETREAT_PHASES = ("approach", "align")
+
+    def __init__(self, config: HandoverConfig | None = None, retreat_up_m: float = 0.15) -> None:
+        self.config = config or HandoverConfig()
+        self.retreat_up_m = retreat_up_m
+        self.retreat_from: np.ndarray | None = None  # palm pose when the retreat began
+
+    def update(
+        self,
+        now: float,
+        phase: str | None,
+        object_seen_at: float | None,
+        palm_to_object_m: float,
+        estop: bool,
+    ) -> Output:
+        phase = phase or "waiting"
+        cfg = self.config
+        age = float("inf") if object_seen_at is None else now - object_seen_at
+        fresh = age <= cfg.object_max_age_s
+        grasp = policy_grasp_phase(phase, palm_to_object_m if fresh else float("inf"), cfg.grasp_zone_m)
+        if estop:
+            return Output(State.HOLD, "hold", grasp, f"policy {phase}: e-stop")
+        if phase in self.RETREAT_PHASES and object_seen_at is not None and age > cfg.object_lost_s:
+            return Output(State.RETREAT, "retreat", False, f"policy {phase}: object lost for {age:.1f} s")
+        self.retreat_from = None
+        return Output(State.APPROACH, "track", grasp, f"policy {phase}")
+
+    def retreat_pose(self, palm_pose: np.ndarray) -> np.ndarray:
+        """The retreat target: `retreat_up_m` above the palm pose at the retreat's first call."""
+        if self.retreat_from is None:
+            self.retreat_from = np.array(palm_pose, dtype=float)
+        T = self.retreat_from.copy()
+        T[2, 3] += self.retreat_up_m
+        return T
+
+
 @dataclass
 class Observation:
     """Everything the state machine reacts to, at time `now` (seconds, any monotonic clock)."""

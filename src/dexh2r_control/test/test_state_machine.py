@@ -193,3 +193,36 @@ def test_approach_near_the_offered_object_is_the_grasp_phase():
     off = HandoverStateMachine(replace(HandoverConfig(), grasp_zone_m=0.0))
     t = to_state(off, State.APPROACH)
     assert not advance(off, t + 0.1, **{**OFFER, "robot_hand_to_object_m": 0.20}).grasp_phase
+
+
+def test_policy_handover_tracks_holds_and_retreats_when_the_object_is_lost():
+    """PolicyHandover (the closed loop's rule): track the policy; the object lost for
+    object_lost_s while approaching or aligning: retreat straight up from where the retreat began
+    (latched pose) until it is seen again; never once the policy closes or pulls; e-stop: hold."""
+    import numpy as np
+
+    from dexh2r_control.state_machine import HandoverConfig, PolicyHandover
+
+    cfg = HandoverConfig()
+    ph = PolicyHandover(cfg, retreat_up_m=0.15)
+    out = ph.update(1.0, "approach", 0.98, 0.20, estop=False)
+    assert out.mode == "track" and out.grasp_phase  # within the 0.25 m grasp zone
+    assert not ph.update(1.0, "approach", 0.98, 0.40, estop=False).grasp_phase
+    assert ph.update(1.0, "approach", 1.0 - cfg.object_lost_s + 0.01, 0.2, estop=False).mode == "track"
+    lost = ph.update(2.5, "align", 1.0, np.inf, estop=False)
+    assert lost.mode == "retreat" and not lost.grasp_phase and "object lost" in lost.reason
+    palm = np.eye(4)
+    palm[:3, 3] = [0.4, 0.0, 0.3]
+    first = ph.retreat_pose(palm)
+    moved = palm.copy()
+    moved[2, 3] += 0.05  # the hand on its way up: the target stays where the retreat began + 0.15
+    assert np.allclose(ph.retreat_pose(moved)[:3, 3], [0.4, 0.0, 0.45]) and np.allclose(
+        first, ph.retreat_pose(moved)
+    )
+    for phase in ("close", "lift", "done", None):
+        assert (
+            ph.update(2.5, phase, 1.0, np.inf, estop=False).mode == "track"
+        )  # never with the object in hand
+    assert ph.update(2.6, "approach", 2.59, 0.3, estop=False).mode == "track"  # seen again
+    assert ph.retreat_from is None
+    assert ph.update(2.6, "approach", 2.59, 0.3, estop=True).mode == "hold"

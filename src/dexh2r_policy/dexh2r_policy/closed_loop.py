@@ -223,7 +223,7 @@ def run_episode(
         command_trajectories,
     )
     from dexh2r_control.safety import InvalidTargetError
-    from dexh2r_control.state_machine import policy_grasp_phase
+    from dexh2r_control.state_machine import HandoverConfig, PolicyHandover
     from dexh2r_perception.hand_tracking import HandTracker
     from dexh2r_perception.object_tracking import ObjectModel, ObjectTrackingPipeline, TrackerConfig
     from dexh2r_policy.dynamic_grasp import DynamicGraspError, HandState
@@ -253,6 +253,8 @@ def run_episode(
     T_palm_root = np.linalg.inv(T_root_palm)
     fingers = [robot.hand_joint_names.index(n) for n in finger_joint_names(robot)]
     measured = [np.asarray(q)]
+    handover = PolicyHandover(HandoverConfig(grasp_zone_m=grasp_zone_m))
+    phase = None  # the policy's newest phase
     fault_log: dict[str, Any] | None = None
     ticks_after: list[tuple[float, np.ndarray, bool]] = []  # (t, command, holding) once a fault hit
     jerk_from: np.ndarray | None = None
@@ -268,6 +270,8 @@ def run_episode(
             "estop_reported": False,
             "object_jerk_s": None,
             "object_jerk_moved_m": None,
+            "retreat_s": None,  # the object lost while approaching: when the retreat began
+            "retreat_from_z": None,
         }
         if faults.object_jerk_at_s is not None:
             # Away from the robot: horizontally along the base (world origin) -> object line.
@@ -337,8 +341,10 @@ def run_episode(
                 if target is not None:
                     hand_q = np.zeros(robot.n_hand)
                     hand_q[fingers] = target.finger_q
+                    phase = target.phase
                     palm_to_object = float(np.linalg.norm(controller.palm_pose(q_arr)[:3, 3] - obj[1][:3, 3]))
-                    controller.set_grasp_phase(policy_grasp_phase(target.phase, palm_to_object, grasp_zone_m))
+                    out = handover.update(t0, phase, obj[0], palm_to_object, controller.safety.estopped)
+                    controller.set_grasp_phase(out.grasp_phase)
                     T_cmd = target.T_world_hand @ T_root_palm
                     accepted = True
                     if faults is None:
@@ -396,6 +402,19 @@ def run_episode(
                             "hand_tracked": kp is not None,
                         }
                     )
+            if phase is not None and (obj is None or t0 - obj[0] > stale_after_s):
+                # No target this frame (no fresh object): PolicyHandover says hold or retreat.
+                out = handover.update(
+                    t0, phase, None if obj is None else obj[0], np.inf, controller.safety.estopped
+                )
+                controller.set_grasp_phase(out.grasp_phase)
+                if out.mode == "retreat":
+                    controller.set_hand_target(
+                        HandTarget(t0, handover.retreat_pose(controller.palm_pose()), None)
+                    )
+                    if fault_log is not None and fault_log["retreat_s"] is None:
+                        fault_log["retreat_s"] = t0
+                        fault_log["retreat_from_z"] = float(handover.retreat_from[2, 3])
             if faults is not None and faults.estop_at_s is not None and t0 >= faults.estop_at_s:
                 _estop(controller, fault_log, t0)
             if faults is not None and faults.object_jerk_at_s is not None:
@@ -455,9 +474,14 @@ def run_episode(
         # the e-stop's: after the e-stop.
         t_last = fault_log["last_target_s"]
         if fault_log["perception_stopped_s"] is not None and t_last is not None:
+            # The hold: from the watchdog's stop until the retreat (if any) begins.
+            until = fault_log["retreat_s"]
+            held = [tick for tick in ticks_after if until is None or tick[0] < until]
             fault_log["watchdog_stopped_s"], fault_log["motion_after_watchdog_stop_rad"] = _stop_after(
-                ticks_after, t_last
+                held, t_last
             )
+        if fault_log["retreat_s"] is not None:
+            fault_log["retreat_rise_m"] = float(controller.palm_pose()[2, 3] - fault_log["retreat_from_z"])
         if fault_log["estop_s"] is not None:
             fault_log["estop_stopped_s"], fault_log["motion_after_estop_stop_rad"] = _stop_after(
                 ticks_after, fault_log["estop_s"]

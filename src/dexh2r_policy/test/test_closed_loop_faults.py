@@ -107,11 +107,14 @@ def test_empty_faults_change_nothing(loop):
     assert empty["faults"]["rejected_targets"] == 0 and empty["faults"]["estop_s"] is None
 
 
-def test_perception_stop_mid_approach_the_watchdog_stops_the_arm(loop):
+def test_perception_stop_mid_approach_the_robot_holds_then_retreats(loop):
     """Perception goes dark during the approach: the last object drives the policy until it is
     stale, then no target comes and the controller's watchdog brakes the command to a hold,
-    which it keeps (nothing restarts it) until the episode ends."""
-    row = _run(loop, Faults(perception_stop_s=0.6), time_limit_s=3.0)
+    which it keeps until the object has been lost for `object_lost_s`; then the hand retreats
+    straight up by `retreat_up_m` (PolicyHandover) and holds there."""
+    from dexh2r_control.state_machine import HandoverConfig, PolicyHandover
+
+    row = _run(loop, Faults(perception_stop_s=0.6), time_limit_s=3.5)
     f = row["faults"]
     assert f["perception_stopped_s"] == pytest.approx(0.6, abs=0.04)
     assert _phase_at(row, f["last_target_s"]) == "approach"  # mid-approach
@@ -119,7 +122,12 @@ def test_perception_stop_mid_approach_the_watchdog_stops_the_arm(loop):
     assert f["watchdog_stopped_s"] is not None, "the command never came to a hold"
     assert f["watchdog_stopped_s"] - f["last_target_s"] <= WATCHDOG_S + BRAKE_S
     assert f["watchdog_stopped_s"] - f["perception_stopped_s"] <= STALE_AFTER_S + WATCHDOG_S + BRAKE_S
-    assert f["motion_after_watchdog_stop_rad"] < 1e-6
+    assert f["motion_after_watchdog_stop_rad"] < 1e-6  # held until the retreat
+    lost_s = HandoverConfig().object_lost_s
+    assert f["retreat_s"] is not None, "the hand never retreated"
+    last_seen = f["perception_stopped_s"] - 1.0 / 30.0  # the last frame perception saw
+    assert last_seen + lost_s <= f["retreat_s"] <= last_seen + lost_s + 0.05
+    assert f["retreat_rise_m"] == pytest.approx(PolicyHandover().retreat_up_m, abs=0.02)
     assert row["outcome"] != "hit-human"
     _no_faults_in_commands(row)
 
