@@ -13,7 +13,8 @@ REQUIRED = {
     "real_handover.launch.xml": {
         "object_id": "prim/box_small",
         "calibration": "calibration/sim_two_cameras.yaml",
-    }
+    },
+    "handover_sim.launch.xml": {"scenario": "easy_can_right", "object_id": "prim/cylinder_can"},
 }
 
 

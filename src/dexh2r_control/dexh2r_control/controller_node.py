@@ -38,7 +38,8 @@ real launch file set them): `wrist_ik` (the hand's wrist joints in the IK, no fa
 safety filter's grasp phase, `policy_grasp_phase` with `grasp_zone_m`, its targets are
 tracked as they come and, the object lost for `object_lost_s` while approaching, the hand
 retreats `retreat_up_m` up: `state_machine.PolicyHandover`, as in `dexh2r eval closed-loop`;
-`/handover/state` then says `"policy"` and the policy's phase).
+`/handover/state` then says `"policy"` and the policy's phase; the robot holds until
+`/handover/start`, or from the start with `autostart`, and again after `/handover/stop`).
 
 Services (std_srvs/Trigger): `/controller/estop` (latched), `/controller/reset` (clears the latch;
 the robot stays still until a new target arrives), `/handover/start`, `/handover/stop`.
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         Observation,
         Output,
         PolicyHandover,
+        State,
     )
     from dexh2r_core import msgs
     from dexh2r_core.node_runtime import exit_with_error, spin_until_shutdown
@@ -139,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     handover = p("handover", "state_machine").value
     policy_state_topic = p("policy_state_topic", "/policy/state").value
     grasp_zone_m = float(p("grasp_zone_m", HandoverConfig().grasp_zone_m).value)
+    # handover:=policy: the policy's targets move the robot only after /handover/start (and until
+    # /handover/stop), as an operator arms a real robot; `autostart` arms it at once (the sim).
+    autostart = bool(p("autostart", False).value)
     if handover not in ("state_machine", "policy"):
         return exit_with_error(node, f"handover: 'state_machine' or 'policy', got '{handover}'")
 
@@ -167,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "deadman_beat": -np.inf,  # receipt time of the last True
         "policy_phase": None,  # handover:=policy: the policy's phase (/policy/state)
         "object_seen": None,  # handover:=policy: receipt time of the newest valid object pose
+        "armed": autostart,  # handover:=policy: /handover/start was called (or autostart)
     }
     policy_handover = PolicyHandover(HandoverConfig(grasp_zone_m=grasp_zone_m), retreat_up_m=retreat_up_m)
 
@@ -296,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         return res
 
     def start_cb(_req, res):
+        if handover == "policy":
+            inputs["armed"] = True
+            res.success, res.message = True, "armed: tracking the policy"
+            return res
         with lock:
             sm.start(now_s())
         res.success, res.message = sm.state.value == "wait_for_offer", f"state {sm.state.value}"
@@ -303,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def stop_cb(_req, res):
         with lock:
+            inputs["armed"] = False
             sm.stop(now_s())
         res.success, res.message = True, "idle"
         return res
@@ -344,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if obj is not None:
             inputs["object_seen"] = obj[1]
+        if not inputs["armed"]:
+            return Output(State.IDLE, "hold", False, "waiting for /handover/start")
         return policy_handover.update(
             now, inputs["policy_phase"], inputs["object_seen"], distance, ctrl.safety.estopped
         )

@@ -37,6 +37,10 @@ def test_real_handover_has_no_sim_and_only_the_controller_commands_the_robot() -
     controller = desc.nodes[-1].effective_params()
     assert controller["dry_run"] is True and controller["arm_topic"] == "/scaled_jtc/joint_trajectory"
     assert controller["watchdog_timeout_s"] == pytest.approx(0.1)
+    # The sim closed loop's settings (docs/closed_loop.md); armed by /handover/start (no autostart).
+    assert controller["wrist_ik"] is True and controller["follow_measured"] is True
+    assert controller["handover"] == "policy" and "autostart" not in controller
+    assert desc.nodes[3].effective_params()["style"] == "closed_loop"
     for node in desc.nodes:  # a crashed node takes the whole graph down: the robot holds
         assert node.required, node.label
     others = {k for n in desc.nodes[:-1] for k in n.effective_params()}
