@@ -17,20 +17,9 @@ output of each episode is kept in `<out>/ros/<k>-<scenario>.log`.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 from pathlib import Path
 from typing import Any
-
-LAUNCH_FILE = "handover_sim.launch.xml"
-
-
-def launch_file() -> Path:
-    """The sim handover launch file (the dexh2r_core package's launch/ folder)."""
-    from dexh2r_core.paths import share_dir
-
-    return share_dir("dexh2r_core") / "launch" / LAUNCH_FILE
 
 
 def run_episode_ros(
@@ -52,32 +41,23 @@ def run_episode_ros(
     (the fields the graph can tell: outcome, times, detail, limit violations) plus `ros`: the
     launch's exit code and reason and which nodes crashed. `env`: the nodes' environment (default
     os.environ, with the project's localhost-only DDS defaults applied by the launcher)."""
-    from dexh2r_core.launch.parser import load_launch
-    from dexh2r_core.launch.runner import LaunchRunner
+    from dexh2r_sim.stack_launch import episode_launch
 
     episode_dir.mkdir(parents=True, exist_ok=True)
     results = episode_dir / "results"
-    overrides = {
-        "scenarios": scenarios_file,
-        "scenario": scenario.name,
-        "object_id": scenario.object_id,
-        "object_scale": repr(float(scenario.object_scale)),
-        "mode": mode,
-        "perception": perception,
-        "rtf": repr(float(rtf)),
-        "width": str(resolution[0]),
-        "height": str(resolution[1]),
-        "results_dir": str(results),
-        "actuation_delay_s": repr(float(actuation_delay_s)),
-        "checkpoint": checkpoint,
-        "pools": pools or "",
-    }
-    description = load_launch(launch_file(), overrides)
-    # The episode's sim time limit at the real-time factor, plus start-up (model loading).
-    limit = timeout_s or (scenario.time_limit_s + 2.0) / max(rtf, 1e-3) + 60.0
-    log = io.StringIO()
-    runner = LaunchRunner(
-        description, timeout=limit, base_env=env or dict(os.environ), out=log, err=log, color=False
+    runner, log = episode_launch(
+        scenario,
+        scenarios_file=scenarios_file,
+        mode=mode,
+        perception=perception,
+        rtf=rtf,
+        resolution=resolution,
+        checkpoint=checkpoint,
+        pools=pools,
+        results_dir=results,
+        actuation_delay_s=actuation_delay_s,
+        env=env,
+        timeout_s=timeout_s,
     )
     result = runner.run()
     (episode_dir / "launch.log").write_text(log.getvalue())

@@ -318,7 +318,7 @@ def test_the_sim_launch_file_runs_the_in_process_loop_settings():
     in-process loop is (the values themselves live in closed_loop / controller)."""
     from dexh2r_core.launch.parser import load_launch
     from dexh2r_policy.closed_loop import CONTROL_HZ, GRASP_ZONE_M
-    from dexh2r_policy.closed_loop_ros import launch_file
+    from dexh2r_sim.stack_launch import launch_file
 
     desc = load_launch(launch_file(), {"scenario": "easy_can_right", "object_id": "prim/cylinder_can"})
     params = {

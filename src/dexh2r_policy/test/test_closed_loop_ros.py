@@ -16,7 +16,6 @@ taken in-process.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -80,26 +79,19 @@ def test_killed_policy_process_watchdog_holds_and_the_launcher_reports_it(pools,
     from std_msgs.msg import String
     from trajectory_msgs.msg import JointTrajectory
 
-    from dexh2r_core.launch.parser import load_launch
-    from dexh2r_core.launch.runner import LaunchRunner
-    from dexh2r_policy.closed_loop_ros import launch_file
+    from dexh2r_sim.scenario import load_scenarios
+    from dexh2r_sim.stack_launch import episode_launch
 
-    overrides = {
-        "scenario": "easy_can_right",
-        "object_id": "prim/cylinder_can",
-        "perception": "truth",
-        "rtf": str(RTF),
-        "pools": str(pools),
-        "results_dir": str(tmp_path / "results"),
-    }
-    log = io.StringIO()
-    runner = LaunchRunner(
-        load_launch(launch_file(), overrides),
-        timeout=90.0,
-        base_env=dict(os.environ),
-        out=log,
-        err=log,
-        color=False,
+    scenario = {s.name: s for s in load_scenarios(SCENARIOS)}["easy_can_right"]
+    runner, log = episode_launch(
+        scenario,
+        scenarios_file="scenarios/easy.yaml",
+        mode="easy",
+        perception="truth",
+        rtf=RTF,
+        pools=str(pools),
+        results_dir=tmp_path / "results",
+        timeout_s=90.0,
     )
     result: dict = {}
     thread = threading.Thread(target=lambda: result.setdefault("r", runner.run()), daemon=True)

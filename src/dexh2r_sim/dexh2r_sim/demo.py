@@ -23,7 +23,6 @@ no perception, no policy): the cell's reference, in a fraction of the time.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -207,17 +206,15 @@ def _run_stack(args, out: Path, scenarios: list) -> tuple[dict, dict, bool]:
     from std_srvs.srv import Trigger
     from tqdm import tqdm
 
-    from dexh2r_core.launch.parser import load_launch
-    from dexh2r_core.launch.runner import LaunchRunner
-    from dexh2r_core.paths import share_dir
     from dexh2r_core.ros_env import apply_ros_defaults, private_domain_id
     from dexh2r_core.testing import ros_test_node
+    from dexh2r_sim.stack_launch import episode_launch, launch_file
 
     # Localhost only, and a domain of this run's own unless the user chose one.
     env = apply_ros_defaults(
         os.environ, domain_id=None if os.environ.get("ROS_DOMAIN_ID") else private_domain_id()
     )
-    launch = share_dir("dexh2r_core") / "launch" / "handover_sim.launch.xml"
+    launch = launch_file()
     (out / "config.json").write_text(
         json.dumps(
             {
@@ -251,20 +248,15 @@ def _run_stack(args, out: Path, scenarios: list) -> tuple[dict, dict, bool]:
             for k, (mode, scenario) in enumerate(scenarios):
                 monitor.reset()
                 monitor.record_video = k == 0
-                overrides = {
-                    "scenarios": f"scenarios/{mode}.yaml",
-                    "scenario": scenario.name,
-                    "object_id": scenario.object_id,
-                    "object_scale": repr(float(scenario.object_scale)),
-                    "mode": mode,
-                    "perception": args.perception,
-                    "rtf": repr(float(args.rtf)),
-                    "record_dir": "" if args.no_bag else str(out / "bags"),
-                }
-                log = io.StringIO()
-                limit = (scenario.time_limit_s + 2.0) / args.rtf + 90.0
-                runner = LaunchRunner(
-                    load_launch(launch, overrides), timeout=limit, base_env=env, out=log, err=log, color=False
+                runner, log = episode_launch(
+                    scenario,
+                    scenarios_file=f"scenarios/{mode}.yaml",
+                    mode=mode,
+                    perception=args.perception,
+                    rtf=args.rtf,
+                    record_dir=None if args.no_bag else out / "bags",
+                    env=env,
+                    startup_s=90.0,
                 )
                 result: dict = {}
                 thread = threading.Thread(
