@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     node.create_timer(1.0 / rate_hz, step)
     node.create_timer(1.0 / publish_rate_hz, publish_target)
     log.info(
-        f"DynamicGrasp ({mode}, {style} style) for {object_id} from {path}: {len(pool)} grasps, "
+        f"DynamicGrasp ({mode}) for {object_id} from {path} ({style} style): {len(pool)} grasps, "
         f"policy {rate_hz:g} Hz, targets {publish_rate_hz:g} Hz"
     )
     return spin_until_shutdown(node)
