@@ -43,7 +43,7 @@ def loop(tmp_path_factory):
     model, ckpt = load_motionnet(resolve_data_path("checkpoints/motionnet_small.pt"))
     cfg = from_dict(TrainConfig, ckpt["config"], source="motionnet_small.pt:config")
     scenario = {s.name: s for s in load_scenarios(config_path("config/scenarios/easy.yaml"))}[SCENARIO]
-    # The pools are data made by command (data/ is not in git): a small pinch pool when absent.
+    # The committed data/pools (a user may have removed or remade them): a small pinch pool when absent.
     pool_dir = resolve_data_path(cfg.data.pools)
     full_pool = (Path(pool_dir) / "prim__cylinder_can.pinch.npz").exists()
     if not full_pool:
