@@ -126,6 +126,19 @@ class DynamicGraspConfig:
     grasp_arrive_m: float = 0.015
     grasp_arrive_rad: float = 0.15
     grasp_arrive_frames: int = 10
+    # Pregrasp style only: the approach also ends when it stalls: the nearest grasp within
+    # `stall_radius_m` and the approach no closer (by `stall_progress_m`) than `stall_frames`
+    # frames ago (0: off). MotionNet's approach can hover 6-15 cm from every pool grasp (it heads
+    # for poses unlike the pools', e.g. the expert's pinch) and never reach the switch radius;
+    # the pregrasp alignment plans its own way in from there (docs/closed_loop.md).
+    stall_radius_m: float = 0.10
+    stall_frames: int = 10
+    stall_progress_m: float = 0.01
+    # Pregrasp style only: a hand still this far (m) from the grasp when the way in times out is
+    # jammed (on the object or the giver's fingers): it does not close there but backs out to the
+    # pre-grasp and commits to another goal, at most `jam_retries` times (0: off, close anyway).
+    jam_m: float = 0.03
+    jam_retries: int = 1
     frame_dt_s: float = 0.1  # time between frames (target stamps)
     cloud_sample: Literal["fps", "random"] = "random"  # object cloud sampling (sample_fixed), as in training
     cloud_seed: int = 0
@@ -432,6 +445,9 @@ class _State:
     blocked: int = 0  # consecutive frames the committed goal was blocked by the giver's hand
     q_open: np.ndarray | None = None
     T_hold: np.ndarray | None = None  # pregrasp style: where the hand holds after the pull
+    d_best: float | None = None  # the approach's best nearest-grasp distance (stall) ...
+    d_best_frame: int = 0  # ... and the frame it was reached
+    tried: set = field(default_factory=set)  # pregrasp style: goals abandoned (jammed)
 
 
 def predict_pose(T_now: np.ndarray, T_prev: np.ndarray | None, frames: float = 1.0) -> np.ndarray:
@@ -617,7 +633,7 @@ class DynamicGrasp:
         if s.phase in ("warmup", "approach"):
             if s.frame + 1 > c.align_after_frames:  # trajectory length = frame + 1
                 d_min = float(np.linalg.norm(pool_world[:, :3, 3] - hand.T_world_hand[:3, 3], axis=1).min())
-                if d_min < c.radius_m and (c.mode == "easy" or moved):
+                if (d_min < c.radius_m or self._stalled(d_min)) and (c.mode == "easy" or moved):
                     s.phase = "align"
             if s.phase != "align":  # each frame's cloud is sampled and encoded once
                 cloud = sample_fixed(pts, self.n_points, c.cloud_sample, c.cloud_seed)
@@ -700,6 +716,17 @@ class DynamicGrasp:
         T[2, 3] = s.T_lift0[2, 3] + c.lift_height_m if s.T_lift0 is not None else T[2, 3]
         return target(T, s.q_closed if s.q_closed is not None else hand.finger_q, goal=s.goal)
 
+    def _stalled(self, d_min: float) -> bool:
+        """Pregrasp style: has the approach stalled within `stall_radius_m` of a grasp: its best
+        distance no better by `stall_progress_m` for `stall_frames` frames (the best so far, not
+        frame to frame: tracked poses and MotionNet's re-plans make the distance jitter)?"""
+        c, s = self.config, self.state
+        if c.align_style != "pregrasp" or c.stall_radius_m <= 0 or s.phase != "approach":
+            return False
+        if s.d_best is None or d_min < s.d_best - c.stall_progress_m:
+            s.d_best, s.d_best_frame = d_min, s.frame
+        return d_min < c.stall_radius_m and s.frame - s.d_best_frame >= c.stall_frames
+
     # -- goal alignment on a physical robot (align_style="pregrasp") --
     def open_hand(self, finger_q: np.ndarray, pinch=False) -> np.ndarray:
         """The grasp posture opened (clipped to limits): a whole-hand grasp's squeeze joints by
@@ -757,10 +784,13 @@ class DynamicGrasp:
         ones whose hand (grasp, and open hand at the pre-grasp) clears the giver by
         `align_clearance_m` (none: those within 5 mm of the largest clearance), then the lowest
         `reach_cost` if given, else the smallest rotation. Without keypoints the run-time rule
-        (`select_target`)."""
+        (`select_target`). Either way never a goal abandoned before (`tried`: jammed)."""
         c = self.config
+        free_of_tried = np.ones(len(pool_world), bool)
+        free_of_tried[list(self.state.tried)] = False
         if giver is None:
-            return select_target(pool_world, hand.T_world_hand, c.top_k)
+            keep = np.flatnonzero(free_of_tried) if free_of_tried.any() else np.arange(len(pool_world))
+            return int(keep[select_target(pool_world[keep], hand.T_world_hand, c.top_k)])
         centre = obj_pose[:3, 3]
         to_hand = pool_world[:, :3, 3] - centre
         to_hand /= np.maximum(np.linalg.norm(to_hand, axis=1, keepdims=True), 1e-9)
@@ -770,9 +800,9 @@ class DynamicGrasp:
         ok &= (
             rotation_angles(hand.T_world_hand[None, :3, :3], pool_world[:, :3, :3]) <= c.max_goal_rotation_rad
         )
-        cand = np.flatnonzero(ok)
+        cand = np.flatnonzero(ok & free_of_tried)
         if not len(cand):
-            cand = np.arange(len(pool_world))
+            cand = np.flatnonzero(free_of_tried) if free_of_tried.any() else np.arange(len(pool_world))
         d = np.linalg.norm(pool_world[cand, :3, 3] - hand.T_world_hand[:3, 3], axis=1)
         wide = cand[np.argsort(d, kind="stable")[: 2 * c.top_k]]
         gap = self._clearance(wide, obj_pose, giver)
@@ -819,7 +849,7 @@ class DynamicGrasp:
                 s.q_open = self.open_hand(self.pool.finger_q[s.goal], self.pool.pinch[s.goal])
                 self._segment("pre", T_obj_hand_now, hand.finger_q)
             g = s.goal
-            end = self.pregrasp(g) if s.stage == "pre" else self.pool.T_obj_hand[g]
+            end = self.pregrasp(g) if s.stage in ("pre", "out") else self.pool.T_obj_hand[g]
             dist = float(np.linalg.norm(end[:3, 3] - s.seg_from[:3, 3]))
             ang = float(rotation_angles(s.seg_from[:3, :3], end[:3, :3]))
             n = max(1, math.ceil(max(dist / c.step_m, ang / c.align_step_rad)))
@@ -833,12 +863,19 @@ class DynamicGrasp:
                 s.at_end += 1
                 tol_m, tol_rad, wait = (
                     (c.arrive_m, c.arrive_rad, c.arrive_frames)
-                    if s.stage == "pre"
+                    if s.stage in ("pre", "out")
                     else (c.grasp_arrive_m, c.grasp_arrive_rad, c.grasp_arrive_frames)
                 )
                 if (err <= tol_m and err_rad <= tol_rad) or s.at_end > wait:
-                    if s.stage == "pre":
+                    if s.stage == "out":  # backed out of a jam: commit to another goal
+                        s.tried.add(g)
+                        s.goal = self._select_committed(obj_pose, pool_world, giver, hand)
+                        s.q_open = self.open_hand(self.pool.finger_q[s.goal], self.pool.pinch[s.goal])
+                        self._segment("pre", T_obj_hand_now, hand.finger_q)
+                    elif s.stage == "pre":
                         self._segment("in", end, s.q_open)
+                    elif c.jam_m > 0 and err > c.jam_m and len(s.tried) < c.jam_retries:
+                        self._segment("out", T_obj_hand_now, s.q_open)
                     else:
                         s.phase, s.phase_frame = "close", s.frame
                         s.q_closed = self.squeezed(g)
