@@ -321,7 +321,7 @@ def _rules_cfg(style: str, **kw) -> DynamicGraspConfig:
     return DynamicGraspConfig(align_style=style, **{**base, **kw})
 
 
-def test_defaults():
+def test_stall_and_jam_rules_are_on_in_the_pregrasp_style():
     """The stall switch and the jam back-out are on (they act in the pregrasp style only: the
     offline benchmark's "paper" style is untouched)."""
     c = DynamicGraspConfig()
