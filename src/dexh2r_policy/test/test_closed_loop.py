@@ -14,6 +14,7 @@ from dexh2r_policy.closed_loop import main, summarize
 OUTCOMES = {"success", "hit-human", "drop", "timeout", "safety-stop"}
 
 
+@pytest.mark.xdist_group("replay")  # rendering + MediaPipe: never beside a real-time replay gate
 def test_one_episode_runs_the_whole_stack_and_the_cell_decides(tmp_path):
     from dexh2r_policy.datagen import main as datagen
 

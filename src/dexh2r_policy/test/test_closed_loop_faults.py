@@ -19,6 +19,10 @@ import pytest
 from dexh2r_control.safety import SafetyConfig
 from dexh2r_policy.closed_loop import LEAD_FRAMES, LIFT_M, LIFT_S, POLICY_HZ, Faults, run_episode
 
+# Whole closed-loop episodes (physics, MotionNet, the full pools): on the replay tests' xdist
+# worker, so that they never starve a real-time replay gate running beside them.
+pytestmark = pytest.mark.xdist_group("replay")
+
 SCENARIO = "easy_can_right"
 STALE_AFTER_S = 0.3  # run_episode's default: a lost object still drives the policy this long
 WATCHDOG_S = SafetyConfig().watchdog_timeout_s
