@@ -168,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         "last_tick": None,
         "last_state_pub": -np.inf,
         "last_state": None,
-        "retreat_pose": None,
         "deadman_beat": -np.inf,  # receipt time of the last True
         "policy_phase": None,  # handover:=policy: the policy's phase (/policy/state)
         "object_seen": None,  # handover:=policy: receipt time of the newest valid object pose
@@ -365,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         new = inputs["new_target"]
         inputs["new_target"] = None
         if mode != "retreat":
-            inputs["retreat_pose"] = None
+            policy_handover.retreat_from = None  # the next retreat starts from where the hand is then
         if mode in ("manual", "track"):
             if new is None:
                 return
@@ -378,14 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                 log.error(f"rejected target: {exc}; holding the previous one", throttle_duration_sec=1.0)
         elif mode == "hold":
             ctrl.hold(now)
-        elif mode == "retreat" and handover == "policy":
+        elif mode == "retreat":  # either handover: `retreat_up_m` up from where the retreat began
             ctrl.set_hand_target(HandTarget(now, policy_handover.retreat_pose(ctrl.palm_pose()), None))
-        elif mode == "retreat":
-            if inputs["retreat_pose"] is None:
-                T = ctrl.palm_pose()
-                T[2, 3] += retreat_up_m
-                inputs["retreat_pose"] = T
-            ctrl.set_hand_target(HandTarget(now, inputs["retreat_pose"], None))
         elif mode == "place":
             ctrl.set_joint_target(place_q, now)
 

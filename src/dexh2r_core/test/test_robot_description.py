@@ -48,6 +48,21 @@ def test_limits_come_from_the_assets(shadow):
     assert np.all(shadow.lower < shadow.upper)
 
 
+def test_out_of_limits_by_position_velocity_and_joint_names(shadow):
+    q = shadow.home()
+    assert not shadow.out_of_limits(q, np.zeros_like(q))
+    i = shadow.joint_names.index("rh_FFJ3")
+    bad = q.copy()
+    bad[i] = shadow.upper[i] + 1e-6
+    assert shadow.out_of_limits(bad)
+    v = np.zeros_like(q)
+    v[i] = 1.01 * shadow.velocity_limits[i]
+    assert shadow.out_of_limits(q, v) and not shadow.out_of_limits(q)
+    names = ["rh_FFJ3", "elbow_joint"]  # a subset, by name and in any order
+    assert shadow.out_of_limits([bad[i], 0.0], None, names)
+    assert not shadow.out_of_limits([q[i], 0.0], [0.0, 3.0], names)  # elbow's limit is 3.15 rad/s
+
+
 def test_couplings_round_trip(shadow):
     rng = np.random.default_rng(0)
     q_act = rng.uniform(0, 1.5, size=(7, len(shadow.hand_actuated_joint_names)))

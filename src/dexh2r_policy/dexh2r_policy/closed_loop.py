@@ -454,11 +454,7 @@ def run_episode(
                     )
                     if _fault_started(faults, t):
                         ticks_after.append((t, pos.copy(), bool(np.all(vel == 0.0))))
-                violations += int(
-                    np.any(pos < robot.lower - 1e-9)
-                    or np.any(pos > robot.upper + 1e-9)
-                    or np.any(np.abs(vel) > robot.velocity_limits + 1e-9)
-                )
+                violations += int(robot.out_of_limits(pos, vel))
                 arm, hand_traj = command_trajectories(robot, cmd, dt)
                 cell.command_arm(arm)
                 cell.command_hand(hand_traj)

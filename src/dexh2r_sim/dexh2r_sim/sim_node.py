@@ -34,7 +34,6 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
-    import numpy as np
     import rclpy
     from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped
     from rclpy.executors import ExternalShutdownException
@@ -113,16 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "violations": 0,  # commands of this episode outside the robot's position/velocity limits
         "model": None,  # truth_perception: the object model's surface points (object frame)
     }
-    limits = {
-        n: (lo, hi, v)
-        for n, lo, hi, v in zip(
-            cell.robot.joint_names,
-            cell.robot.lower,
-            cell.robot.upper,
-            cell.robot.velocity_limits,
-            strict=True,
-        )
-    }
+    known_joints = set(cell.robot.joint_names)
     results_dir = Path(results) if results else None
     if results_dir is not None:
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -163,18 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     def out_of_limits(traj) -> bool:
-        # The same count as the in-process loop's `limit_violations`: a command point outside the
-        # description's position or velocity limits (1e-9 slack).
-        lo, hi, vmax = (np.array([limits[n][k] for n in traj.joint_names if n in limits]) for k in range(3))
-        if len(lo) != len(traj.joint_names):
-            return False  # unknown joints: the cell rejects the trajectory itself
-        for point in traj.points:
-            q = np.asarray(point.positions)
-            if np.any(q < lo - 1e-9) or np.any(q > hi + 1e-9):
-                return True
-            if point.velocities is not None and np.any(np.abs(point.velocities) > vmax + 1e-9):
-                return True
-        return False
+        # The in-process loop's `limit_violations` rule (RobotDescription.out_of_limits) on every
+        # point of the command; unknown joints: the cell rejects the trajectory itself.
+        if any(n not in known_joints for n in traj.joint_names):
+            return False
+        return any(cell.robot.out_of_limits(p.positions, p.velocities, traj.joint_names) for p in traj.points)
 
     def on_trajectory(kind: str):
         def callback(msg: JointTrajectoryMsg) -> None:

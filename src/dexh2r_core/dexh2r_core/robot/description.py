@@ -136,6 +136,22 @@ class RobotDescription:
         upper = np.minimum(self.upper, np.pi)
         return self.apply_couplings(rng.uniform(lower, upper, size=(n, len(self.joint_names))))
 
+    def out_of_limits(
+        self,
+        positions: np.ndarray,
+        velocities: np.ndarray | None = None,
+        joints: list[str] | None = None,
+        tol: float = 1e-9,
+    ) -> bool:
+        """Whether a command leaves the position or velocity limits (`tol` slack): positions
+        (and velocities) of `joints` (default: all of `joint_names`, in that order). The closed
+        loop's and sim_node's `limit_violations` count commands for which this is true."""
+        idx = slice(None) if joints is None else [self.joint_names.index(n) for n in joints]
+        q = np.asarray(positions, dtype=float)
+        if np.any(q < self.lower[idx] - tol) or np.any(q > self.upper[idx] + tol):
+            return True
+        return velocities is not None and bool(np.any(np.abs(velocities) > self.velocity_limits[idx] + tol))
+
     # ---- MuJoCo --------------------------------------------------------------------------------
     def mujoco_spec(self) -> mujoco.MjSpec:
         """A fresh spec of the robot alone (the sim attaches it into its cell)."""
