@@ -27,7 +27,9 @@ Per camera frame set (`ObjectTrackingPipeline.process`; docs/perception_object.m
    there). A new track must also be consistent with the hand (`hand_consistency`: in front of the
    wrist, not around its bones) and, while the last pose is recent, lie near its prediction
    (`relocalize_gate_m`), so that a bad frame cannot hop the track onto hand remnants. Otherwise
-   the object is *lost*: no pose rather than a wrong one.
+   the object is *lost*: no pose rather than a wrong one. When nothing registers, a second pass
+   removes the hand with wider radii and accepts larger clusters (finger remnants joined to the
+   object by keypoint error; `relocalize_hand_scale`), under the same checks.
 6. **Output**: the pose (`T_world_object`, object frame = centre of mass as in the object
    library) and the observed points within `output_inlier_m` of the posed model, sampled to exactly
    `n_points` by `pointcloud.sample_fixed` (the training code path).
@@ -46,7 +48,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -146,6 +148,13 @@ class TrackerConfig:
     # of the constant-velocity prediction: gate_m + speed_m_s * time since the last pose.
     relocalize_gate_m: float = 0.03
     relocalize_gate_speed_m_s: float = 0.5
+    # When no cluster registers, relocalisation tries once more with the hand mask's radii times
+    # `relocalize_hand_scale` and clusters up to `relocalize_extent_scale` times the object-sized
+    # extent: the giver's fingers touch the object, and with keypoints 3 cm off their remnants
+    # join it into one cluster too big to be the object (at 640x360 the sim cell's box was lost
+    # for seconds so). The fitness, free-space, hand and gate checks still decide (0: off).
+    relocalize_hand_scale: float = 1.5
+    relocalize_extent_scale: float = 1.5
     output_inlier_m: float = 0.01
     seed: int = 0
 
@@ -1015,6 +1024,65 @@ class ObjectTracker:
         if self._failed_at is not None and 0 <= stamp - self._failed_at < cfg.relocalize_interval_s:
             return self._lost(stamp, "lost; waiting to retry global registration")
         max_extent = model.diameter + 2 * cfg.cluster_radius_m + 0.02
+        gate = None
+        if predicted is not None:
+            # Continuity: a track lost a moment ago is looked for near where it should be, so a
+            # failed frame cannot hop the track onto hand remnants a hand-width away.
+            dt = max(0.0, stamp - float(self._last_stamp))  # type: ignore[arg-type]
+            gate = cfg.relocalize_gate_m + cfg.relocalize_gate_speed_m_s * dt
+        passes = [(pts, max_extent)]
+        kp = _valid_keypoints(hand_keypoints)
+        if kp is not None and cfg.relocalize_hand_scale > 0 and cfg.relocalize_extent_scale > 0:
+            wide = replace(
+                cfg,
+                hand_bone_radius_m=cfg.hand_bone_radius_m * cfg.relocalize_hand_scale,
+                hand_palm_radius_m=cfg.hand_palm_radius_m * cfg.relocalize_hand_scale,
+            )
+            scene = pts[~hand_mask(pts, hand_keypoints, wide)]
+            passes.append((scene, max_extent * cfg.relocalize_extent_scale))
+        best = None
+        tried = False
+        for scene, extent in passes:
+            candidates = self._candidates(scene, hand_keypoints, predicted, gate, extent)
+            if not candidates:
+                continue
+            tried = True
+            for idx in candidates:  # best first: stop at the first that registers well
+                T_ow, fit, rmse, violation = global_registration(
+                    scene[idx], model, cfg, self.viewpoints, views, hand_keypoints
+                )
+                pose = _inverse(T_ow)
+                near = gate is None or np.linalg.norm(pose[:3, 3] - predicted[:3, 3]) <= gate
+                ok = (
+                    self._good(fit, rmse, violation)
+                    and violation <= cfg.relocalize_max_free_space_violation
+                    and self._hand_ok(pose, hand_keypoints)
+                    and near
+                )
+                if best is None or (ok, fit - violation) > (best[0], best[2] - best[4]):
+                    best = (ok, T_ow, fit, rmse, violation, scene)
+                if ok:
+                    break
+            if best is not None and best[0]:
+                break
+        if not tried:
+            return self._lost(stamp, "no object-sized cluster in the workspace")
+        self._failed_at = stamp  # cleared below on success
+        assert best is not None
+        ok, T_ow, fit, rmse, violation, scene = best
+        if not ok:
+            why = f"global registration failed (fitness {fit:.2f}, free-space {violation:.2f})"
+            return self._lost(stamp, why, True, fit)
+        pose = _inverse(T_ow)
+        self._failed_at = None
+        self._accept(stamp, pose, new_track=predicted is None)
+        return self._estimate(stamp, pose, self._output_points(scene, pose), fit, rmse, violation, True)
+
+    def _candidates(self, pts, hand_keypoints, predicted, gate, max_extent) -> list[np.ndarray]:
+        """Index arrays into `pts` of the clusters to register, best first (`candidate_clusters`,
+        centres inside the workspace, near the prediction while the track is recent)."""
+        cfg, model = self.config, self.model
+        assert model is not None
         # A partial view's centroid is within ~r/2 of the centre: the centre must be in the workspace.
         region = cfg.workspace.grown(0.5 * model.radius)
         candidates = [
@@ -1022,12 +1090,7 @@ class ObjectTracker:
             for idx in candidate_clusters(pts, cfg, max_extent, hand_keypoints)
             if region.contains(pts[idx].mean(axis=0)[None])[0]
         ]
-        gate = None
         if predicted is not None:
-            # Continuity: a track lost a moment ago is looked for near where it should be, so a
-            # failed frame cannot hop the track onto hand remnants a hand-width away.
-            dt = max(0.0, stamp - float(self._last_stamp))  # type: ignore[arg-type]
-            gate = cfg.relocalize_gate_m + cfg.relocalize_gate_speed_m_s * dt
             c = predicted[:3, 3]
             candidates = [
                 idx for idx in candidates if np.linalg.norm(pts[idx].mean(axis=0) - c) <= gate + model.radius
@@ -1039,36 +1102,7 @@ class ObjectTracker:
                 near = np.flatnonzero(np.linalg.norm(pts - c, axis=1) <= model.radius + gate)
                 if len(near) >= cfg.min_object_points:
                     candidates = [near]
-        candidates = candidates[: cfg.max_candidates]
-        if not candidates:
-            return self._lost(stamp, "no object-sized cluster in the workspace")
-        self._failed_at = stamp  # cleared below on success
-        best = None
-        for idx in candidates:  # best first: stop at the first that registers well
-            T_ow, fit, rmse, violation = global_registration(
-                pts[idx], model, cfg, self.viewpoints, views, hand_keypoints
-            )
-            pose = _inverse(T_ow)
-            near = gate is None or np.linalg.norm(pose[:3, 3] - predicted[:3, 3]) <= gate
-            ok = (
-                self._good(fit, rmse, violation)
-                and violation <= cfg.relocalize_max_free_space_violation
-                and self._hand_ok(pose, hand_keypoints)
-                and near
-            )
-            if best is None or (ok, fit - violation) > (best[0], best[2] - best[4]):
-                best = (ok, T_ow, fit, rmse, violation)
-            if ok:
-                break
-        assert best is not None
-        ok, T_ow, fit, rmse, violation = best
-        if not ok:
-            why = f"global registration failed (fitness {fit:.2f}, free-space {violation:.2f})"
-            return self._lost(stamp, why, True, fit)
-        pose = _inverse(T_ow)
-        self._failed_at = None
-        self._accept(stamp, pose, new_track=predicted is None)
-        return self._estimate(stamp, pose, self._output_points(pts, pose), fit, rmse, violation, True)
+        return candidates[: cfg.max_candidates]
 
     def _output_points(self, pts: np.ndarray, pose: np.ndarray) -> np.ndarray:
         """Observed points [K, 3] within `output_inlier_m` of the posed model surface."""

@@ -398,6 +398,9 @@ def run_episode(
                             "separation_m": float(controller.safety.status.min_distance_m),
                             "speed_scale": float(controller.safety.status.speed_scale),
                             "palm": [round(float(x), 4) for x in palm[:3, 3]],
+                            # the share of the object's weight the giver still carries (None:
+                            # released): the giver lets go below its support_fraction
+                            "giver_support": cell.giver.support_load(cell.data),
                             "object_tracked": tracked,
                             "hand_tracked": kp is not None,
                         }
