@@ -668,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_policy.motionnet import CheckpointError, load_motionnet
     from dexh2r_policy.train import TrainConfig, resolve_data_path
     from dexh2r_sim.cell import CellConfig, HandoverCell
-    from dexh2r_sim.scenario import load_scenarios
+    from dexh2r_sim.scenario import load_scenarios, repeat_scenario
 
     torch.set_num_threads(1)
     args.checkpoint = args.checkpoint or f"checkpoints/{args.policy}_small.pt"
@@ -728,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with (out / "episodes.jsonl").open("w") as f:
             for k in tqdm(range(n), desc=f"closed-loop {mode}", unit="ep"):
-                scenario = scenarios[k % len(scenarios)]
+                scenario = repeat_scenario(scenarios[k % len(scenarios)], k // len(scenarios))
                 try:
                     pool = (
                         expert_grasp_pool(cell, scenario)
@@ -819,6 +819,7 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
                 scenario,
                 scenarios_file=str(args.scenarios).removeprefix("config/"),
                 mode=mode,
+                repeat=k // len(scenarios),
                 episode_dir=out / "ros" / f"{k:03d}-{scenario.name}",
                 perception=args.perception,
                 rtf=args.rtf,

@@ -28,6 +28,7 @@ def run_episode_ros(
     scenarios_file: str,
     mode: str,
     episode_dir: Path,
+    repeat: int = 0,
     perception: str = "cameras",
     rtf: float = 0.3,
     resolution: tuple[int, int] = (640, 360),
@@ -37,8 +38,9 @@ def run_episode_ros(
     timeout_s: float | None = None,
     env: dict[str, str] | None = None,
 ) -> dict:
-    """One episode of `scenario` through the node graph; returns the row `run_episode` returns
-    (the fields the graph can tell: outcome, times, detail, limit violations) plus `ros`: the
+    """One episode of `scenario` (its repeat `repeat`) through the node graph; returns the row
+    `run_episode` returns (the fields the graph can tell: outcome, times, detail, limit
+    violations) plus `ros`: the
     launch's exit code and reason and which nodes crashed. `env`: the nodes' environment (default
     os.environ, with the project's localhost-only DDS defaults applied by the launcher)."""
     from dexh2r_sim.stack_launch import episode_launch
@@ -49,6 +51,7 @@ def run_episode_ros(
         scenario,
         scenarios_file=scenarios_file,
         mode=mode,
+        repeat=repeat,
         perception=perception,
         rtf=rtf,
         resolution=resolution,

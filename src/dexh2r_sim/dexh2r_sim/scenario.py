@@ -464,6 +464,18 @@ def load_scenarios(
     return list(load_scenario_set(path, split_objects=split_objects).scenarios)
 
 
+REPEAT_SEED_STRIDE = 1000
+
+
+def repeat_scenario(s: Scenario, repeat: int) -> Scenario:
+    """Repeat `repeat` of a scenario (0: itself): the same setup with another draw of its random
+    motion (tremor, drift wobble, random walk), seed + 1000 x repeat, so that an evaluation of N
+    episodes over a set of n scenarios runs N distinct episodes rather than n repeated ones."""
+    if repeat < 0:
+        raise ValueError(f"repeat: must be >= 0, got {repeat}")
+    return replace(s, seed=s.seed + REPEAT_SEED_STRIDE * repeat) if repeat else s
+
+
 def mirror_scenario(s: Scenario) -> Scenario:
     """The same scenario for the other hand, mirrored through the world x-z plane."""
     return replace(

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_core.trajectory import TrajectoryError
     from dexh2r_sim.cameras import camera_info_dict
     from dexh2r_sim.cell import CellConfig, HandoverCell
-    from dexh2r_sim.scenario import load_scenarios
+    from dexh2r_sim.scenario import load_scenarios, repeat_scenario
 
     apply_ros_defaults()
     rclpy.init(args=sys.argv if argv is None else argv)
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     hand = p("hand", "").value or None
     scenarios_path = p("scenarios", "scenarios/easy.yaml").value
     scenario_name = p("scenario", "").value
+    # Repeat r of the scenario: its random motion drawn from seed + 1000 r (`repeat_scenario`).
+    repeat = int(p("repeat", 0).value)
     physics_hz = float(p("physics_hz", 500.0).value)
     camera_hz = float(p("camera_hz", 30.0).value)
     joint_state_hz = float(p("joint_state_hz", 250.0).value)
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         node.get_logger().fatal(
             f"scenario '{scenario_name}' not in {scenarios_path}; known: {sorted(by_name)}"
         )
+        return 2
+    if repeat < 0:
+        node.get_logger().fatal(f"repeat: must be >= 0, got {repeat}")
         return 2
     cell = HandoverCell(
         CellConfig(
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     def start_episode(name: str | None = None) -> None:
         if name is None:
             name = order[state["index"] % len(order)]
-        cell.load_scenario(by_name[name])
+        cell.load_scenario(repeat_scenario(by_name[name], repeat))
         state["violations"] = 0
         if truth_perception:
             from dexh2r_perception.object_tracking import ObjectModel, TrackerConfig

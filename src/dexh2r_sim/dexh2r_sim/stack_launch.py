@@ -24,6 +24,7 @@ def episode_launch(
     *,
     scenarios_file: str,
     mode: str,
+    repeat: int = 0,
     perception: str = "cameras",
     rtf: float = 0.3,
     resolution: tuple[int, int] = (640, 360),
@@ -38,7 +39,8 @@ def episode_launch(
 ) -> tuple[Any, io.StringIO]:
     """(LaunchRunner, its output) for one episode of `scenario`; call `runner.run()` (blocking).
 
-    `scenarios_file` is under config/ (e.g. scenarios/easy.yaml). The launch ends when sim_node
+    `scenarios_file` is under config/ (e.g. scenarios/easy.yaml); `repeat` selects the scenario's
+    repeat (`dexh2r_sim.scenario.repeat_scenario`). The launch ends when sim_node
     has decided the outcome (its record in `results_dir/episodes.jsonl`), or after `timeout_s`
     (default: the scenario's time limit at `rtf` plus `startup_s` for the nodes to load)."""
     from dexh2r_core.launch.parser import load_launch
@@ -47,6 +49,7 @@ def episode_launch(
     overrides = {
         "scenarios": scenarios_file,
         "scenario": scenario.name,
+        "repeat": str(int(repeat)),
         "object_id": scenario.object_id,
         "object_scale": repr(float(scenario.object_scale)),
         "mode": mode,

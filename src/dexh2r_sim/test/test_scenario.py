@@ -20,6 +20,7 @@ from dexh2r_sim.scenario import (
     load_scenarios,
     mirror_pose,
     mirror_scenario,
+    repeat_scenario,
     scenario_problems,
     validate_objects,
 )
@@ -72,6 +73,27 @@ def test_shipped_hard_set():
         else:
             assert 0.05 <= s.motion.speed <= 0.25
     validate_objects(scenarios, PRIM_IDS)
+
+
+def test_a_repeat_redraws_the_motion_and_keeps_the_setup():
+    """`dexh2r eval closed-loop --episodes N` runs repeat k // n of scenario k % n."""
+    walk = next(s for s in load_scenarios("scenarios/hard.yaml") if s.motion.type == "random_walk")
+    assert repeat_scenario(walk, 0) is walk
+    again = repeat_scenario(walk, 2)
+    assert again.seed == walk.seed + 2000 and again.name == walk.name
+    assert (again.object_id, again.start_pose, again.offer_pose, again.motion) == (
+        walk.object_id,
+        walk.start_pose,
+        walk.offer_pose,
+        walk.motion,
+    )
+    a, b = walk.trajectory(), again.trajectory()
+    assert np.allclose(a.pose(0.0).position, b.pose(0.0).position)  # the same start
+    late = a.reach_end_s + 3.0
+    assert np.linalg.norm(a.pose(late).position - b.pose(late).position) > 0.005  # another walk
+    assert np.allclose(repeat_scenario(walk, 2).trajectory().pose(late).position, b.pose(late).position)
+    with pytest.raises(ValueError, match="repeat"):
+        repeat_scenario(walk, -1)
 
 
 def test_shipped_train_generator_is_deterministic_and_valid():
