@@ -51,6 +51,11 @@ LIFT_S = 3.0
 # Align / close / pull targets on the object predicted this many policy frames ahead at constant
 # velocity: the arm lags its command by about that much (a moving giver, hard set).
 LEAD_FRAMES = 3.0
+# The giver's fingers as if 3 cm longer than tracked (DynamicGraspConfig.giver_tip_extension_m):
+# MediaPipe places the tips of fingers that wrap an object 2-4 cm short, and the robot's open
+# thumb met the real tips (camera runs: 2 of 5 easy and 4 of 6 hard episodes touched the giver,
+# 0 and 1 with the extension; with the giver's true keypoints 0 and 2 without it).
+GIVER_TIP_EXTENSION_M = 0.03
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 # Measured actuation delay: medians over this many recent camera frames (1 s), capped (a stall
 # of the test machine must not look like a robot that lags by seconds).
@@ -123,8 +128,8 @@ def loop_policy_config(
     overrides: dict | None = None,
 ) -> Any:
     """The DynamicGraspConfig the closed loop runs: the checkpoint's `base` with the loop's
-    alignment, slow pull and lead (docs/closed_loop.md), then `overrides` (checked like a config
-    file: ConfigError names a wrong key). Used in-process and by dynamic_grasp_node
+    alignment, slow pull, lead and giver tip extension (docs/closed_loop.md), then `overrides`
+    (checked like a config file: ConfigError names a wrong key). Used in-process and by dynamic_grasp_node
     (`style:=closed_loop`), so both paths run the same policy."""
     from dexh2r_core.config import from_dict, to_dict
     from dexh2r_policy.dynamic_grasp import DynamicGraspConfig
@@ -136,6 +141,7 @@ def loop_policy_config(
         lift_height_m=lift_m,
         lift_frames=max(1, round(lift_s * POLICY_HZ)),
         lead_frames=lead_frames,
+        giver_tip_extension_m=GIVER_TIP_EXTENSION_M,
     )
     if overrides:
         config = from_dict(DynamicGraspConfig, {**to_dict(config), **overrides}, source="--set")

@@ -88,6 +88,9 @@ class DynamicGraspConfig:
     moved_rad: float = 1e-3  # ... or rotation above these)
     min_points: int = 32  # fewer finite object points is bad input
     giver_clearance_m: float = 0.02  # skip grasps with hand points this close to giver keypoints (0: off)
+    # The giver's fingers as if up to this much longer than the tracked tips (`giver_points`):
+    # MediaPipe places the tips of fingers that wrap an object 2-4 cm short. 0: the paper's rule.
+    giver_tip_extension_m: float = 0.0
     # Approach frames: the network's hand target is moved out of the object (at its predicted
     # next pose) until every hand point is this far outside (models/penetration.py), when the
     # object's surface is known (`set_object_surface`). Off by default: it trades success for
@@ -234,8 +237,14 @@ class ObjectGraspPool:
 # ---- selection ---------------------------------------------------------------------------------
 
 
-def giver_points(keypoints: np.ndarray) -> np.ndarray:
-    """The giver hand as points: 21 MediaPipe keypoints plus the midpoint of every bone [41, 3]."""
+FINGERTIPS = ((3, 4), (7, 8), (11, 12), (15, 16), (19, 20))  # (DIP or thumb IP, tip)
+
+
+def giver_points(keypoints: np.ndarray, tip_extension_m: float = 0.0) -> np.ndarray:
+    """The giver hand as points: 21 MediaPipe keypoints plus the midpoint of every bone [41, 3];
+    with `tip_extension_m` > 0 also 3 points per finger beyond its tip, along its last bone, up
+    to that far [56, 3] (the hand tracker places the tips of fingers that wrap an object 2-4 cm
+    short, docs/perception_hand.md)."""
     bones = [
         (0, 1),
         (1, 2),
@@ -260,7 +269,14 @@ def giver_points(keypoints: np.ndarray) -> np.ndarray:
     ]
     kp = np.asarray(keypoints, dtype=np.float64)
     mids = np.array([(kp[a] + kp[b]) / 2 for a, b in bones])
-    return np.concatenate([kp, mids])
+    if tip_extension_m <= 0.0:
+        return np.concatenate([kp, mids])
+    out = []
+    for a, b in FINGERTIPS:
+        u = kp[b] - kp[a]
+        u = u / max(float(np.linalg.norm(u)), 1e-9)
+        out.extend(kp[b] + f * tip_extension_m * u for f in (1 / 3, 2 / 3, 1.0))
+    return np.concatenate([kp, mids, np.array(out)])
 
 
 def select_target(
@@ -624,7 +640,7 @@ class DynamicGrasp:
         )
         prev_obj, s.prev_obj = s.prev_obj, obj_pose
         pool_world = obj_pose[None] @ self.pool.T_obj_hand
-        giver = giver_points(giver_keypoints) if giver_keypoints is not None else None
+        giver = None if giver_keypoints is None else giver_points(giver_keypoints, c.giver_tip_extension_m)
         out_stamp = float(stamp) + c.frame_dt_s
 
         def target(T, q, **kw) -> HandTarget:

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_sim.objects import ObjectLibrary, UnknownObjectError
 
     try:
-        policy.set_object_model(ObjectLibrary().get(object_id))
+        policy.set_object_model(ObjectLibrary().get(object_id, scale=object_scale))
     except (UnknownObjectError, DynamicGraspError, ValueError) as exc:
         if guard:
             return fail(
