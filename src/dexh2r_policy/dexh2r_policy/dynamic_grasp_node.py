@@ -16,8 +16,9 @@ policy step: phase, frame, goal distance, step ms, step / published / stale / ba
 The pool of the configured object is posed by the tracked object pose every step (it follows
 the object). Observations older than `stale_after_s` (receipt time) are not used: no new
 target, and the stream stops once its newest target is two policy periods old (it never
-extrapolates), so the controller's watchdog holds the robot. A bad observation (NaN, too few
-points) or an empty pool stops it at once and says why in the log and the state.
+extrapolates), so the controller's watchdog holds the robot. An empty cloud (the object
+tracker's output for a lost frame) is no observation. A bad observation (NaN, too few points) or
+an empty pool stops it at once and says why in the log and the state.
 
 Start-up errors (exit code 2, the cause in the log): a checkpoint that is missing or not a
 MotionNet checkpoint, no pool for `object_id`, an unknown robot, no object model for the
@@ -179,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
             log.error(f"object pose rejected: {exc}", throttle_duration_sec=1.0)
 
     def on_points(msg: PointCloud2) -> None:
-        obs["points"] = (pointcloud2_array(msg), now_s())
+        points = pointcloud2_array(msg)
+        if len(points) == 0:
+            # The object tracker's lost frames: no pose and an empty cloud. Not an observation
+            # (the newest pose would be paired with nothing and rejected as bad input, silencing
+            # the stream); the last cloud ages out by `stale_after_s` like the pose.
+            return
+        obs["points"] = (points, now_s())
 
     def on_keypoints(msg: PoseArray) -> None:
         kp = np.array([[m.position.x, m.position.y, m.position.z] for m in msg.poses], dtype=float)

@@ -53,10 +53,15 @@ def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_laun
     for topic in ("/perception/object/pose", "/perception/object/points", "/joint_states"):
         wait_for_topic_match(ros_node, topic, "subscriber", timeout=60, processes=[proc])
     ball, _ = _sphere(1024, np.random.default_rng(0))
-    sim = {"on": True, "nan": False, "t0": time.monotonic()}
+    sim = {"on": True, "nan": False, "lost": False, "frame": 0, "t0": time.monotonic()}
 
     def publish():
         if not sim["on"]:
+            return
+        sim["frame"] += 1
+        if sim["lost"] and sim["frame"] % 2:  # what the object tracker sends for a lost frame
+            pubs["points"].publish(pointcloud2_msg(np.zeros((0, 3), np.float32), time.time()))
+            pubs["js"].publish(msgs.joint_state_msg(robot.joint_names, robot.home()))
             return
         T = np.eye(4)
         T[:3, 3] = [0.65, -0.05 + 0.05 * (time.monotonic() - sim["t0"]), 0.35]  # the giver moves it
@@ -112,6 +117,15 @@ def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_laun
         n = len(got["wrist"])
         spin(1.0)
         assert len(got["wrist"]) - n >= 20, proc.log_tail()
+        # The tracker loses every other frame (no pose, an empty cloud): the empty clouds are no
+        # observation, the stream goes on from the tracked frames, nothing is bad input.
+        sim["lost"] = True
+        spin(0.5)
+        n, bad = len(got["wrist"]), json.loads(got["state"][-1].data)["bad"]
+        spin(1.0)
+        assert len(got["wrist"]) - n >= 20, proc.log_tail()
+        assert json.loads(got["state"][-1].data)["bad"] == bad, proc.log_tail()
+        sim["lost"] = False
         sim["on"] = False  # perception stops: stale, the stream stops (no old target repeated)
         spin(0.6)
         n, nf = len(got["wrist"]), len(got["fingers"])
