@@ -785,6 +785,7 @@ def _finish(args: argparse.Namespace, rows: list[dict], mode: str, out: Path) ->
     }
     if args.ros:
         summary["rtf"] = args.rtf
+        summary["ros_domain_id"] = getattr(args, "ros_domain_id", None)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
@@ -814,12 +815,21 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
             file=sys.stderr,
         )
         return 2
+    from dexh2r_core.ros_env import apply_ros_defaults, private_domain_id
+
+    # Localhost only, and a domain of this run's own unless the user chose one: two evaluations
+    # on one domain drive each other's robots (measured: 100 limit violations per set).
+    env = apply_ros_defaults(
+        os.environ, domain_id=None if os.environ.get("ROS_DOMAIN_ID") else private_domain_id()
+    )
+    args.ros_domain_id = env.get("ROS_DOMAIN_ID")
     width, _, height = args.resolution.partition("x")
     delay = 0.0 if args.actuation_delay == "measured" else float(args.actuation_delay)
     rows = []
     n = args.episodes or len(scenarios)
     with (out / "episodes.jsonl").open("w") as f:
-        for k in tqdm(range(n), desc=f"closed-loop --ros {mode}", unit="ep"):
+        desc = f"closed-loop --ros {mode} (ROS_DOMAIN_ID {env['ROS_DOMAIN_ID']})"
+        for k in tqdm(range(n), desc=desc, unit="ep"):
             scenario = scenarios[k % len(scenarios)]
             row = run_episode_ros(
                 scenario,
@@ -833,6 +843,7 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
                 checkpoint=args.checkpoint,
                 pools=args.pools,
                 actuation_delay_s=delay,
+                env=env,
             )
             rows.append(row)
             f.write(json.dumps(row) + "\n")
