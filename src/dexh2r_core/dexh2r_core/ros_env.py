@@ -58,3 +58,11 @@ def private_domain_id(seed: int | None = None) -> int:
     """A domain id for one run (demo, bench) so that concurrent runs do not hear each other."""
     seed = os.getpid() if seed is None else seed
     return 1 + seed % MAX_DOMAIN_ID
+
+
+def apply_run_defaults(env: MutableMapping[str, str] | None = None) -> MutableMapping[str, str]:
+    """`apply_ros_defaults` for a run that starts its own nodes (the demo, `eval closed-loop
+    --ros`, the smoke test): a private domain unless ROS_DOMAIN_ID is set, so that two such runs
+    do not drive each other's robots. Fills in `env` (default: os.environ) and returns it."""
+    env = os.environ if env is None else env
+    return apply_ros_defaults(env, domain_id=None if env.get("ROS_DOMAIN_ID") else private_domain_id())

@@ -14,7 +14,7 @@ import sys
 from dexh2r_core.launch.parser import LaunchFileError, load_launch
 from dexh2r_core.launch.runner import run_launch
 from dexh2r_core.paths import share_dir
-from dexh2r_core.ros_env import apply_ros_defaults, private_domain_id
+from dexh2r_core.ros_env import apply_run_defaults
 
 SMOKE_LAUNCH = "launch/smoke.launch.xml"
 
@@ -36,10 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.count < 1 or ns.rate_hz <= 0 or ns.timeout <= 0:
         print("dexh2r smoke: --count must be >= 1, --rate-hz and --timeout > 0", file=sys.stderr)
         return 2
-    env = dict(os.environ)
-    # A private domain keeps concurrent demos and tests from hearing each other.
-    domain = None if env.get("ROS_DOMAIN_ID") else private_domain_id()
-    apply_ros_defaults(env, domain_id=domain)
+    env = apply_run_defaults(dict(os.environ))  # a private domain unless ROS_DOMAIN_ID is set
     try:
         desc = load_launch(
             share_dir("dexh2r_core") / SMOKE_LAUNCH,

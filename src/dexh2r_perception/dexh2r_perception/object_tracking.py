@@ -1030,19 +1030,24 @@ class ObjectTracker:
             # failed frame cannot hop the track onto hand remnants a hand-width away.
             dt = max(0.0, stamp - float(self._last_stamp))  # type: ignore[arg-type]
             gate = cfg.relocalize_gate_m + cfg.relocalize_gate_speed_m_s * dt
-        passes = [(pts, max_extent)]
-        kp = _valid_keypoints(hand_keypoints)
-        if kp is not None and cfg.relocalize_hand_scale > 0 and cfg.relocalize_extent_scale > 0:
+
+        def passes():
+            yield pts, max_extent
+            # Only when the first pass found nothing that registers (see TrackerConfig).
+            if _valid_keypoints(hand_keypoints) is None:
+                return
+            if cfg.relocalize_hand_scale <= 0 or cfg.relocalize_extent_scale <= 0:
+                return
             wide = replace(
                 cfg,
                 hand_bone_radius_m=cfg.hand_bone_radius_m * cfg.relocalize_hand_scale,
                 hand_palm_radius_m=cfg.hand_palm_radius_m * cfg.relocalize_hand_scale,
             )
-            scene = pts[~hand_mask(pts, hand_keypoints, wide)]
-            passes.append((scene, max_extent * cfg.relocalize_extent_scale))
+            yield pts[~hand_mask(pts, hand_keypoints, wide)], max_extent * cfg.relocalize_extent_scale
+
         best = None
         tried = False
-        for scene, extent in passes:
+        for scene, extent in passes():
             candidates = self._candidates(scene, hand_keypoints, predicted, gate, extent)
             if not candidates:
                 continue

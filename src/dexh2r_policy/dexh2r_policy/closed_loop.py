@@ -129,8 +129,8 @@ def loop_policy_config(
 ) -> Any:
     """The DynamicGraspConfig the closed loop runs: the checkpoint's `base` with the loop's
     alignment, slow pull, lead and giver tip extension (docs/closed_loop.md), then `overrides`
-    (checked like a config file: ConfigError names a wrong key). Used in-process and by dynamic_grasp_node
-    (`style:=closed_loop`), so both paths run the same policy."""
+    (checked like a config file: ConfigError names a wrong key). Used in-process and by
+    dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
     from dexh2r_core.config import from_dict, to_dict
     from dexh2r_policy.dynamic_grasp import DynamicGraspConfig
 
@@ -815,13 +815,11 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
             file=sys.stderr,
         )
         return 2
-    from dexh2r_core.ros_env import apply_ros_defaults, private_domain_id
+    from dexh2r_core.ros_env import apply_run_defaults
 
     # Localhost only, and a domain of this run's own unless the user chose one: two evaluations
     # on one domain drive each other's robots (measured: 100 limit violations per set).
-    env = apply_ros_defaults(
-        os.environ, domain_id=None if os.environ.get("ROS_DOMAIN_ID") else private_domain_id()
-    )
+    env = apply_run_defaults()
     args.ros_domain_id = env.get("ROS_DOMAIN_ID")
     width, _, height = args.resolution.partition("x")
     delay = 0.0 if args.actuation_delay == "measured" else float(args.actuation_delay)

@@ -40,9 +40,9 @@ def run_episode_ros(
 ) -> dict:
     """One episode of `scenario` (its repeat `repeat`) through the node graph; returns the row
     `run_episode` returns (the fields the graph can tell: outcome, times, detail, limit
-    violations) plus `ros`: the
-    launch's exit code and reason and which nodes crashed. `env`: the nodes' environment (default
-    os.environ, with the project's localhost-only DDS defaults applied by the launcher)."""
+    violations) plus `ros`: the launch's exit code and reason and which nodes crashed. `env`:
+    the nodes' environment (default os.environ, with the project's localhost-only DDS defaults
+    applied by the launcher)."""
     from dexh2r_sim.stack_launch import episode_launch
 
     episode_dir.mkdir(parents=True, exist_ok=True)

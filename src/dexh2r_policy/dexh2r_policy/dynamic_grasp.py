@@ -49,6 +49,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
+from dexh2r_core.hand_landmarks import FINGERTIPS
 from dexh2r_policy.models.geometry import (
     from_frame,
     interpolate_pose,
@@ -237,9 +238,6 @@ class ObjectGraspPool:
 # ---- selection ---------------------------------------------------------------------------------
 
 
-FINGERTIPS = ((3, 4), (7, 8), (11, 12), (15, 16), (19, 20))  # (DIP or thumb IP, tip)
-
-
 def giver_points(keypoints: np.ndarray, tip_extension_m: float = 0.0) -> np.ndarray:
     """The giver hand as points: 21 MediaPipe keypoints plus the midpoint of every bone [41, 3];
     with `tip_extension_m` > 0 also 3 points per finger beyond its tip, along its last bone, up
@@ -272,8 +270,8 @@ def giver_points(keypoints: np.ndarray, tip_extension_m: float = 0.0) -> np.ndar
     if tip_extension_m <= 0.0:
         return np.concatenate([kp, mids])
     out = []
-    for a, b in FINGERTIPS:
-        u = kp[b] - kp[a]
+    for b in FINGERTIPS:  # each tip's bone from the joint before it (DIP, the thumb's IP)
+        u = kp[b] - kp[b - 1]
         u = u / max(float(np.linalg.norm(u)), 1e-9)
         out.extend(kp[b] + f * tip_extension_m * u for f in (1 / 3, 2 / 3, 1.0))
     return np.concatenate([kp, mids, np.array(out)])

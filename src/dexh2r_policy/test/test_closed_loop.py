@@ -243,15 +243,16 @@ def test_committed_goal_avoids_the_giver_side_and_uses_the_reach_cost(hs):
 def test_giver_points_extend_the_tracked_fingertips_and_the_loop_uses_it():
     """The tracked tips of fingers that wrap an object are 2-4 cm short: the closed loop treats
     each finger as up to 3 cm longer, along its last bone; the paper's rule (0) does not."""
+    from dexh2r_core.hand_landmarks import FINGERTIPS
     from dexh2r_policy.closed_loop import GIVER_TIP_EXTENSION_M, loop_policy_config
-    from dexh2r_policy.dynamic_grasp import FINGERTIPS, giver_points
+    from dexh2r_policy.dynamic_grasp import giver_points
 
     kp = np.random.default_rng(3).normal(scale=0.05, size=(21, 3))
     plain = giver_points(kp)
     assert plain.shape == (41, 3) and np.array_equal(giver_points(kp, 0.0), plain)
     longer = giver_points(kp, 0.03)
     assert longer.shape == (56, 3) and np.array_equal(longer[:41], plain)
-    for i, (a, b) in enumerate(FINGERTIPS):
+    for i, (a, b) in enumerate((tip - 1, tip) for tip in FINGERTIPS):
         u = (kp[b] - kp[a]) / np.linalg.norm(kp[b] - kp[a])
         ext = longer[41 + 3 * i : 44 + 3 * i] - kp[b]
         assert np.allclose(ext @ u, [0.01, 0.02, 0.03]) and np.allclose(np.cross(ext, u), 0.0, atol=1e-12)

@@ -206,14 +206,12 @@ def _run_stack(args, out: Path, scenarios: list) -> tuple[dict, dict, bool]:
     from std_srvs.srv import Trigger
     from tqdm import tqdm
 
-    from dexh2r_core.ros_env import apply_ros_defaults, private_domain_id
+    from dexh2r_core.ros_env import apply_run_defaults
     from dexh2r_core.testing import ros_test_node
     from dexh2r_sim.stack_launch import episode_launch, launch_file
 
     # Localhost only, and a domain of this run's own unless the user chose one.
-    env = apply_ros_defaults(
-        os.environ, domain_id=None if os.environ.get("ROS_DOMAIN_ID") else private_domain_id()
-    )
+    env = apply_run_defaults()
     launch = launch_file()
     (out / "config.json").write_text(
         json.dumps(

@@ -40,8 +40,8 @@ def episode_launch(
     """(LaunchRunner, its output) for one episode of `scenario`; call `runner.run()` (blocking).
 
     `scenarios_file` is under config/ (e.g. scenarios/easy.yaml); `repeat` selects the scenario's
-    repeat (`dexh2r_sim.scenario.repeat_scenario`). The launch ends when sim_node
-    has decided the outcome (its record in `results_dir/episodes.jsonl`), or after `timeout_s`
+    repeat (`dexh2r_sim.scenario.repeat_scenario`). The launch ends when sim_node has decided the
+    outcome (its record in `results_dir/episodes.jsonl`), or after `timeout_s`
     (default: the scenario's time limit at `rtf` plus `startup_s` for the nodes to load)."""
     from dexh2r_core.launch.parser import load_launch
     from dexh2r_core.launch.runner import LaunchRunner
