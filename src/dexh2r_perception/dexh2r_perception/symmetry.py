@@ -72,6 +72,23 @@ class Symmetry:
     def trivial(self) -> bool:
         return len(self.discrete) <= 1 and not self.axes
 
+    def distinct_rotations(self) -> np.ndarray:
+        """[K, 3, 3]: the discrete symmetries that are not the same rotation about a continuous
+        axis (identity first): a can's {identity, end-for-end flip}, a box's identity and half
+        turns; only the identity with two or more axes (a ball: every rotation)."""
+        if len(self.axes) >= 2 or not len(self.discrete):
+            return np.eye(3)[None]
+        out: list[np.ndarray] = [np.eye(3)]
+        for S in self.discrete:
+            if len(self.axes) == 1:  # equivalent if it sends the axis where a kept one does
+                a = self.axes[0]
+                if any(np.allclose(S @ a, R @ a, atol=1e-6) for R in out):
+                    continue
+            elif any(np.allclose(S, R, atol=1e-6) for R in out):
+                continue
+            out.append(S)
+        return np.array(out)
+
     def nearest(self, R_prev: np.ndarray, R_new: np.ndarray) -> np.ndarray:
         """R_new times the symmetry (object frame) that brings it nearest R_prev: among the discrete
         ones, and about a continuous axis by the angle that best aligns the two (closed form)."""

@@ -52,3 +52,20 @@ def test_nearest_undoes_a_spin_about_the_axis_and_a_half_turn(symmetries) -> Non
     assert (
         rotation_error_deg(R_prev, ball.nearest(R_prev, Rotation.random(random_state=4).as_matrix())) < 1e-9
     )
+
+
+def test_distinct_rotations_leave_out_the_spins_about_an_axis(symmetries) -> None:
+    """What a grasp pool is closed under (DynamicGraspConfig.symmetric_pool): a can's flip end for
+    end (its spins about the axis are already every rotation about it), all of a box's discrete
+    symmetries, nothing for a mug or a ball (the ball's pose is frozen instead)."""
+    can = symmetries["cylinder_can"]
+    rots = can.distinct_rotations()
+    assert len(rots) == 2
+    np.testing.assert_allclose(rots[0], np.eye(3))
+    np.testing.assert_allclose(rots[1] @ can.axes[0], -can.axes[0], atol=1e-9)
+    box = symmetries["box_small"]
+    rots = box.distinct_rotations()
+    assert len(rots) == len(box.discrete) >= 4
+    np.testing.assert_allclose(rots[0], np.eye(3))
+    for o in ("mug", "sphere_ball"):
+        np.testing.assert_allclose(symmetries[o].distinct_rotations(), np.eye(3)[None])

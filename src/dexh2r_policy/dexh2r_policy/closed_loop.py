@@ -128,9 +128,9 @@ def loop_policy_config(
     overrides: dict | None = None,
 ) -> Any:
     """The DynamicGraspConfig the closed loop runs: the checkpoint's `base` with the loop's
-    alignment, slow pull, lead and giver tip extension (docs/closed_loop.md), then `overrides`
-    (checked like a config file: ConfigError names a wrong key). Used in-process and by
-    dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
+    alignment, slow pull, lead, giver tip extension and symmetric pool (docs/closed_loop.md),
+    then `overrides` (checked like a config file: ConfigError names a wrong key). Used in-process
+    and by dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
     from dexh2r_core.config import from_dict, to_dict
     from dexh2r_policy.dynamic_grasp import DynamicGraspConfig
 
@@ -142,6 +142,7 @@ def loop_policy_config(
         lift_frames=max(1, round(lift_s * POLICY_HZ)),
         lead_frames=lead_frames,
         giver_tip_extension_m=GIVER_TIP_EXTENSION_M,
+        symmetric_pool=True,
     )
     if overrides:
         config = from_dict(DynamicGraspConfig, {**to_dict(config), **overrides}, source="--set")

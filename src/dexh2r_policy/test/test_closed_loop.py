@@ -454,3 +454,32 @@ def test_the_sim_launch_file_runs_the_in_process_loop_settings():
     assert all(p.get("use_sim_time") is True for label, p in params.items() if label != "sim")
     truth = load_launch(launch_file(), {"scenario": "x", "object_id": "y", "perception": "truth"})
     assert {n.label for n in truth.nodes} == {"sim", "dynamic_grasp", "controller"}
+
+
+def test_symmetric_pool_takes_the_same_grasp_whichever_end_the_tracker_calls_up(hs):
+    """A can tracked end for end (the tracker cannot tell its ends apart) must not change the
+    grasp: with `symmetric_pool` the pool holds every grasp's flipped copy, and the committed goal
+    is the same grasp in the world for the true and the flipped pose; without, they differ."""
+    from dexh2r_sim.objects import ObjectLibrary
+
+    can = ObjectLibrary().get("prim/cylinder_can")
+    # Grasps only around the can's +z end: the flipped pose puts them at the other end.
+    pool = _ring_pool()
+    pool.T_obj_hand[:, 2, 3] = 0.05
+    true_pose = _pose([0.4, 0.0, 0.0], [0.0, 0.0, 0.4])
+    flipped = true_pose @ _pose([np.pi, 0.0, 0.0], [0.0, 0.0, 0.0])
+    hand0 = HandState(_pose([0, 0, 0.3], [0.25, 0.05, 0.5]), np.zeros(22))
+    chosen = {}
+    for sym in (False, True):
+        for name, T in (("true", true_pose), ("flipped", flipped)):
+            policy = DynamicGrasp(_StillPlanner(), pool, _cfg("pregrasp", symmetric_pool=sym), 32, hs)
+            policy.set_object_model(can)
+            assert len(policy.pool) == (2 * len(pool) if sym else len(pool))
+            run = _run(policy, 12, lambda k, T=T: T, hand0, follow=False)
+            goal = next(t.goal for _, t, _ in run if t.phase == "align")
+            chosen[sym, name] = T @ policy.pool.T_obj_hand[goal]
+    np.testing.assert_allclose(chosen[True, "true"], chosen[True, "flipped"], atol=1e-9)
+    assert np.linalg.norm(chosen[False, "true"][:3, 3] - chosen[False, "flipped"][:3, 3]) > 0.05
+    from dexh2r_policy.closed_loop import loop_policy_config
+
+    assert loop_policy_config(DynamicGraspConfig(), "easy").symmetric_pool  # the closed loop's
