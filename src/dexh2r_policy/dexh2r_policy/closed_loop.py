@@ -56,6 +56,9 @@ LEAD_FRAMES = 3.0
 # thumb met the real tips (camera runs: 2 of 5 easy and 4 of 6 hard episodes touched the giver,
 # 0 and 1 with the extension; with the giver's true keypoints 0 and 2 without it).
 GIVER_TIP_EXTENSION_M = 0.03
+# From the alignment on, object poses that jump more than 5 cm (or 20 deg) in a frame are held
+# out for up to 5 frames (DynamicGraspConfig.pose_gate_m): tracking errors of the half-hidden object.
+POSE_GATE_M = 0.05
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 # Measured actuation delay: medians over this many recent camera frames (1 s), capped (a stall
 # of the test machine must not look like a robot that lags by seconds).
@@ -128,7 +131,7 @@ def loop_policy_config(
     overrides: dict | None = None,
 ) -> Any:
     """The DynamicGraspConfig the closed loop runs: the checkpoint's `base` with the loop's
-    alignment, slow pull, lead, giver tip extension and symmetric pool (docs/closed_loop.md),
+    alignment, slow pull, lead, giver tip extension, symmetric pool and pose gate (docs/closed_loop.md),
     then `overrides` (checked like a config file: ConfigError names a wrong key). Used in-process
     and by dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
     from dexh2r_core.config import from_dict, to_dict
@@ -143,6 +146,7 @@ def loop_policy_config(
         lead_frames=lead_frames,
         giver_tip_extension_m=GIVER_TIP_EXTENSION_M,
         symmetric_pool=True,
+        pose_gate_m=POSE_GATE_M,
     )
     if overrides:
         config = from_dict(DynamicGraspConfig, {**to_dict(config), **overrides}, source="--set")

@@ -126,6 +126,15 @@ class DynamicGraspConfig:
     # closed under all 8, the goal ranking chose grasps that dropped or touched the giver.
     # False: the pool as generated (the paper's).
     symmetric_pool: bool = False
+    # Pregrasp style, from the alignment on: an object pose that jumps more than this from the
+    # last one used (m, rad per frame) is taken for a tracking error and the last one is kept,
+    # for at most `pose_gate_frames` frames in a row (then the new pose is accepted). Held by two
+    # hands the object is half hidden: the tracker's pose of a box jumped 4 cm / 110 deg for a
+    # few frames and the pull, which follows the object, yanked it out of the robot's fingers.
+    # 0: off.
+    pose_gate_m: float = 0.0
+    pose_gate_rad: float = 0.35
+    pose_gate_frames: int = 5
     blocked_frames: int = 3  # re-select only after the goal was blocked this many frames in a row
     arrive_m: float = 0.015  # the measured hand within this (and arrive_rad) of a waypoint ...
     arrive_rad: float = 0.15
@@ -484,6 +493,7 @@ class _State:
     d_best: float | None = None  # the approach's best nearest-grasp distance (stall) ...
     d_best_frame: int = 0  # ... and the frame it was reached
     tried: set = field(default_factory=set)  # pregrasp style: goals abandoned (jammed)
+    gated: int = 0  # consecutive frames the object pose was gated out (pose_gate_m)
 
 
 def predict_pose(T_now: np.ndarray, T_prev: np.ndarray | None, frames: float = 1.0) -> np.ndarray:
@@ -656,6 +666,9 @@ class DynamicGrasp:
         if self.symmetry is not None and s.prev_obj is not None:
             obj_pose = obj_pose.copy()
             obj_pose[:3, :3] = self.symmetry.nearest(s.prev_obj[:3, :3], obj_pose[:3, :3])
+        committed = c.align_style == "pregrasp" and s.phase in ("align", "close", "lift", "done")
+        if c.pose_gate_m > 0 and committed:
+            obj_pose = self._gate_pose(obj_pose)
         hand = HandState(np.asarray(hand.T_world_hand, np.float64), np.asarray(hand.finger_q, np.float64))
         s.frame += 1
         s.history.append(hand)
@@ -756,6 +769,21 @@ class DynamicGrasp:
         T = s.T_lift0.copy() if s.T_lift0 is not None else hand.T_world_hand
         T[2, 3] = s.T_lift0[2, 3] + c.lift_height_m if s.T_lift0 is not None else T[2, 3]
         return target(T, s.q_closed if s.q_closed is not None else hand.finger_q, goal=s.goal)
+
+    def _gate_pose(self, obj_pose: np.ndarray) -> np.ndarray:
+        """The last pose used instead of one that jumps beyond the gate (see the config)."""
+        c, s = self.config, self.state
+        if s.prev_obj is None:
+            return obj_pose
+        jump = (
+            np.linalg.norm(obj_pose[:3, 3] - s.prev_obj[:3, 3]) > c.pose_gate_m
+            or float(rotation_angles(obj_pose[:3, :3], s.prev_obj[:3, :3])) > c.pose_gate_rad
+        )
+        if jump and s.gated < c.pose_gate_frames:
+            s.gated += 1
+            return s.prev_obj.copy()
+        s.gated = 0
+        return obj_pose
 
     def _stalled(self, d_min: float) -> bool:
         """Pregrasp style: has the approach stalled within `stall_radius_m` of a grasp: its best

@@ -483,3 +483,38 @@ def test_symmetric_pool_takes_the_same_grasp_whichever_end_the_tracker_calls_up(
     from dexh2r_policy.closed_loop import loop_policy_config
 
     assert loop_policy_config(DynamicGraspConfig(), "easy").symmetric_pool  # the closed loop's
+
+
+def test_pose_gate_keeps_the_last_pose_through_a_tracking_jump(hs):
+    """From the alignment on, a pose that jumps (a half-hidden object's tracking error) is replaced
+    by the last one used for up to `pose_gate_frames` frames: the pull's targets do not yank; a
+    pose that stays where it jumped to is taken after that; off, the targets follow the jump."""
+    still = _pose([0, 0, 0], [0.0, 0.0, 0.4])
+    jumped = _pose([0, 0, 2.0], [0.03, 0.0, 0.4])  # 115 deg about z and 3 cm
+
+    def obj(k, start, length):
+        return jumped if start <= k < start + length else still
+
+    def targets(gate_m, start, length):
+        cfg = _cfg("pregrasp", pose_gate_m=gate_m, pose_gate_rad=0.35, pose_gate_frames=4, lift_frames=30)
+        policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+        hand0 = HandState(_pose([0, 0, 0.2], [0.3, 0.1, 0.45]), np.zeros(22))
+        run = _run(policy, 60, lambda k: obj(k, start, length), hand0)
+        return run, next(i for i, (_, t, _) in enumerate(run) if t.phase == "lift")
+
+    run, lift = targets(0.02, 0, 0)  # where the lift begins
+    start = lift + 5
+    base = [t.T_world_hand for _, t, _ in run]
+    for gate_m, length in ((0.02, 3), (0.0, 3), (0.02, 20)):
+        run, _ = targets(gate_m, start, length)
+        moved = [np.linalg.norm(t.T_world_hand[:3, 3] - base[k][:3, 3]) for k, (_, t, _) in enumerate(run)]
+        jump = moved[start : start + length]
+        if gate_m > 0 and length <= 4:
+            assert max(jump) < 1e-9  # gated: the targets are those without the jump
+        elif gate_m > 0:
+            assert max(jump[:4]) < 1e-9 and min(jump[5:]) > 0.02  # held 4 frames, then taken
+        else:
+            assert min(jump) > 0.02  # off: the targets jump with the pose
+    from dexh2r_policy.closed_loop import loop_policy_config
+
+    assert loop_policy_config(DynamicGraspConfig(), "hard").pose_gate_m > 0  # on in the closed loop
