@@ -33,7 +33,10 @@ comes to block it; the fingers open (`open_rad`); the hand goes to a pre-grasp `
 further out from the object's centre, then straight in, on waypoints in the object frame that
 advance `step_m` / `align_step_rad` per frame from the previous waypoint (not from the measured
 hand, which lags); each stage ends when the measured hand is there (or `arrive_frames` later);
-the close then ramps the fingers from open to the squeezed grasp. docs/closed_loop.md says why.
+the close then ramps the fingers from open to the squeezed grasp; from the alignment on, object
+poses that jump beyond `pose_gate_m` are held out for a few frames. With `symmetric_pool` and the
+object model, an axisymmetric object's pool also holds its grasps turned end for end (the tracker
+cannot tell the ends apart). docs/closed_loop.md says why.
 
 Targets are stamped `stamp + frame_dt_s`: the pose is for the next frame.
 """
