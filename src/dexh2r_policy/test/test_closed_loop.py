@@ -414,20 +414,6 @@ def test_a_jammed_way_in_backs_out_and_takes_another_goal(hs):
     assert len({t.goal for _, t, _ in run if t.phase in ("align", "close", "lift")}) == 1
 
 
-def _giver(k, obj, away_from=None):
-    """21 keypoints 8 cm on the -x side of the object (the giver's hand), moving 1 cm per frame
-    further away from frame `away_from` on (its hand opens and withdraws)."""
-    kp = obj[:3, 3] + np.array([-0.08, 0.0, 0.0]) + np.random.default_rng(0).normal(scale=0.01, size=(21, 3))
-    if away_from is not None and k >= away_from:
-        kp = kp + np.array([-0.01 * (k - away_from + 1), 0.0, 0.0])
-    return kp
-
-
-def _to_lift(hs, **kw):
-    cfg = _rules_cfg("pregrasp", easy_radius_m=0.5, align_clearance_m=0.0, giver_opposite_cos=-1.0, **kw)
-    return DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
-
-
 def test_the_sim_launch_file_runs_the_in_process_loop_settings():
     """`--ros` and the demo run launch/handover_sim.launch.xml: its nodes must be set up as the
     in-process loop is (the values themselves live in closed_loop / controller)."""
