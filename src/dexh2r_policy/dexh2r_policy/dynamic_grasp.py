@@ -590,8 +590,8 @@ class DynamicGrasp:
         # the committed grasp away from its fingers, frozen it does not (closed loop, true poses:
         # one easy and one hard episode lost); the tracked giver's hand could stand in for it.
         self.symmetry = None if symmetry.trivial else symmetry
-        if self.config.symmetric_pool and self.pool is not None:
-            self.set_pool(self.base_pool)
+        if self.pool is not None:
+            self._apply_symmetry()
         if not self.config.collision_guard:
             return
         from dexh2r_sim.objects import sample_surface_points
@@ -603,10 +603,18 @@ class DynamicGrasp:
         if pool is None or len(pool) == 0:
             raise EmptyPoolError("grasp pool is empty")
         self.base_pool = pool
-        if self.config.symmetric_pool and self.symmetry is not None and len(self.symmetry.axes) == 1:
-            pool = pool.symmetrized(self.symmetry.distinct_rotations())
-        self.pool = pool
-        self.pool_points = self.hand_surface.points_batch(pool.finger_q)
+        self._base_points = self.hand_surface.points_batch(pool.finger_q)
+        self._apply_symmetry()
+
+    def _apply_symmetry(self) -> None:
+        """`pool`: the base pool, or with `symmetric_pool` and an axisymmetric object model also
+        its grasps turned end for end (their hand points are the base's: same fingers)."""
+        pool, points = self.base_pool, self._base_points
+        sym = self.symmetry
+        if self.config.symmetric_pool and sym is not None and len(sym.axes) == 1:
+            rotations = sym.distinct_rotations()
+            pool, points = pool.symmetrized(rotations), np.tile(points, (len(rotations), 1, 1))
+        self.pool, self.pool_points = pool, points
         self.pool_points_open = None  # the open hand's points, computed on first use (pregrasp)
 
     def reset(self) -> None:
