@@ -602,14 +602,14 @@ class DynamicGrasp:
         """A new object's pool (its hand surface points are computed once here)."""
         if pool is None or len(pool) == 0:
             raise EmptyPoolError("grasp pool is empty")
-        self.base_pool = pool
+        self._base_pool = pool
         self._base_points = self.hand_surface.points_batch(pool.finger_q)
         self._apply_symmetry()
 
     def _apply_symmetry(self) -> None:
         """`pool`: the base pool, or with `symmetric_pool` and an axisymmetric object model also
         its grasps turned end for end (their hand points are the base's: same fingers)."""
-        pool, points = self.base_pool, self._base_points
+        pool, points = self._base_pool, self._base_points
         sym = self.symmetry
         if self.config.symmetric_pool and sym is not None and len(sym.axes) == 1:
             rotations = sym.distinct_rotations()
