@@ -66,6 +66,7 @@ from dexh2r_core.pointcloud import (
     sample_fixed,
     voxel_downsample,
 )
+from dexh2r_perception.symmetry import near_symmetry_axes, rotation_error_deg
 
 if TYPE_CHECKING:
     from dexh2r_core.calibration import CalibrationSet
@@ -156,6 +157,19 @@ class TrackerConfig:
     relocalize_hand_scale: float = 1.5
     relocalize_extent_scale: float = 1.5
     output_inlier_m: float = 0.01
+    # An object symmetric about an axis but for a small part (a mug's handle, `near_symmetry_axes`)
+    # shows its turn about that axis only through that part, and tracking ICP stays in a wrong
+    # turn of the body (the cell's mug: 40-50 deg off for a whole handover, fitness 1-2 % below
+    # the right one). Every `roll_search_every` tracked frames (0: off) ICP (on
+    # `roll_search_points` points) also starts from the pose turned `roll_search_steps` ways about
+    # the axis; a turn whose fitness beats the tracked one by `roll_search_min_gain` in
+    # `roll_search_confirm` searches in a row replaces it.
+    roll_search_every: int = 2
+    roll_search_steps: int = 12
+    roll_search_points: int = 150
+    roll_search_min_gain: float = 0.005
+    roll_search_confirm: int = 2
+    roll_search_max_robot_points: int = 20  # robot points around the object above which it pauses
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -869,8 +883,13 @@ class ObjectTracker:
         self.robot = robot
         self.viewpoints = None if viewpoints is None else np.asarray(viewpoints, dtype=np.float64)
         self._failed_at: float | None = None  # stamp of the last failed global registration
+        self._robot_removed = 0  # robot points removed in the last frame (around the object)
+        self._roll_axis: np.ndarray | None = None  # object frame (see TrackerConfig.roll_search_every)
         if model is not None:
             model.fpfh(self.config.global_voxel_m)  # imports open3d now, not on the first frame
+            if self.config.roll_search_every > 0:
+                axes = near_symmetry_axes(model.points[::2], model.points[1::2])
+                self._roll_axis = axes[0] if axes else None
         self.reset()
 
     def reset(self) -> None:
@@ -878,6 +897,8 @@ class ObjectTracker:
         self._last_pose: np.ndarray | None = None  # T_world_object of the last success
         self._last_stamp: float | None = None
         self._twist = np.zeros(6)
+        self._tracked_frames = 0
+        self._roll_pending: tuple[np.ndarray, int] | None = None  # (turn, searches that found it)
 
     # ---- steps -----------------------------------------------------------------------------------
     def _remove_robot_and_hand(
@@ -888,11 +909,14 @@ class ObjectTracker:
     ) -> np.ndarray:
         """`pts` [K, 3] without the points on the robot and on the giver's hand."""
         cfg = self.config
+        self._robot_removed = 0
         if len(pts) and self.robot is not None and joint_positions is not None:
             lo, hi = pts.min(axis=0) - cfg.robot_margin_m, pts.max(axis=0) + cfg.robot_margin_m
             robot_pts = self.robot.points_world(joint_positions, lo, hi)
             if len(robot_pts):
-                pts = pts[~robot_mask(pts, robot_pts, cfg.robot_margin_m)]
+                on_robot = robot_mask(pts, robot_pts, cfg.robot_margin_m)
+                self._robot_removed = int(on_robot.sum())
+                pts = pts[~on_robot]
         if len(pts) and hand_keypoints is not None:
             pts = pts[~hand_mask(pts, hand_keypoints, cfg)]
         return pts
@@ -1004,18 +1028,67 @@ class ObjectTracker:
                     cfg.icp_max_points,
                 )
                 fit, rmse, d = registration_quality(scene, T_ow, model, cfg.inlier_dist_m)
+                rolled = False
+                self._tracked_frames += 1
+                # Not once the robot's hand is at the object: it hides the object's far side and
+                # its own fingers cut the cloud (the cell's mug turned wrongly during the pull).
+                if (
+                    self._roll_axis is not None
+                    and self._tracked_frames % cfg.roll_search_every == 0
+                    and self._robot_removed <= cfg.roll_search_max_robot_points
+                ):
+                    T_ow, fit, rmse, d, rolled = self._roll_check(scene, T_ow, fit, rmse, d)
                 pose = _inverse(T_ow)
                 violation = free_space_violation(pose, model, views)
                 # No hand check here: a track started right is more reliable than keypoints that
                 # may be off by centimetres (a biased hand would make a correct pose "penetrate").
                 if self._good(fit, rmse, violation):
-                    self._accept(stamp, pose)
+                    self._accept(stamp, pose, new_track=rolled)  # a new turn is no motion
                     obj_pts = scene[d <= cfg.output_inlier_m]
                     return self._estimate(stamp, pose, obj_pts, fit, rmse, violation, False)
         clean = self._remove_robot_and_hand(pts, joint_positions, hand_keypoints)
         if len(clean) < cfg.min_object_points:
             return self._lost(stamp, "too few points left after removing the robot and the hand")
         return self._relocalize(stamp, clean, hand_keypoints, views, predicted)
+
+    def _roll_search(self, scene, T_ow, fit):
+        """The best registration of ICP started from the tracked one (`T_ow`, fitness `fit`)
+        turned about the near-symmetry axis, as (T_object_world, fitness, rmse, distances), if it
+        fits better by `roll_search_min_gain`; else None (see TrackerConfig.roll_search_every)."""
+        cfg, model = self.config, self.model
+        assert model is not None and self._roll_axis is not None
+        k = np.arange(1, cfg.roll_search_steps)
+        turns = Rotation.from_rotvec(np.outer(2 * np.pi * k / cfg.roll_search_steps, self._roll_axis))
+        H = np.tile(np.eye(4), (len(k), 1, 1))
+        H[:, :3, :3] = turns.as_matrix().transpose(0, 2, 1)  # the object frame turned, T_obj'_obj
+        hyps = icp_point_to_plane(
+            scene, H @ T_ow, model, cfg.icp_max_corr_m, cfg.icp_iterations, cfg.icp_damping,
+            cfg.roll_search_points,
+        )  # fmt: skip
+        best = None
+        for T in hyps:
+            f, r, dist = registration_quality(scene, T, model, cfg.inlier_dist_m)
+            if f >= fit + cfg.roll_search_min_gain and math.isfinite(r) and (best is None or f > best[1]):
+                best = (T, f, r, dist)
+        return best
+
+    def _roll_check(self, scene, T_ow, fit, rmse, d):
+        """(T_object_world, fitness, rmse, distances, turned?): the tracked registration, or a
+        turn about the near-symmetry axis that `_roll_search` found better in
+        `roll_search_confirm` searches in a row (one noisy frame does not turn the track)."""
+        best = self._roll_search(scene, T_ow, fit)
+        if best is None:
+            self._roll_pending = None
+            return T_ow, fit, rmse, d, False
+        turn = best[0][:3, :3] @ T_ow[:3, :3].T  # the turn relative to the tracked pose
+        pending = self._roll_pending
+        same = pending is not None and rotation_error_deg(pending[0], turn) <= 20.0
+        count = pending[1] + 1 if same else 1
+        if count < self.config.roll_search_confirm:
+            self._roll_pending = (turn, count)
+            return T_ow, fit, rmse, d, False
+        self._roll_pending = None
+        return (*best, True)
 
     def _relocalize(self, stamp, pts, hand_keypoints, views, predicted) -> ObjectEstimate:
         cfg = self.config

@@ -23,11 +23,31 @@ def rotation_error_deg(R_gt: np.ndarray, R_est: np.ndarray) -> float:
     return float(np.degrees(Rotation.from_matrix(R_gt.T @ R_est).magnitude()))
 
 
+def near_symmetry_axes(
+    points_a: np.ndarray, points_b: np.ndarray, min_fraction: float = 0.85, tol_m: float = 0.0005
+) -> list[np.ndarray]:
+    """Object-frame axes (x, y, z through the origin) about which turning the surface leaves at
+    least `min_fraction` of it in place (within the sampling gap) but not all of it: a mug's body
+    with its handle. A tracker sees such an object's turn about the axis only through the small
+    part that breaks the symmetry (the handle, often held or half hidden), and point-to-plane ICP
+    settles in the body's local minima; `ObjectTracker` searches the turn about these axes."""
+    tree = cKDTree(points_a)
+    gap = np.percentile(tree.query(points_b, k=1)[0], 90)  # the sampling gap, most of it
+    out = []
+    for axis in np.eye(3):
+        turned = [points_b @ Rotation.from_rotvec(axis * np.radians(a)).as_matrix().T for a in (37.0, 71.0)]
+        fractions = [float(np.mean(tree.query(p, k=1)[0] <= 1.3 * gap + tol_m)) for p in turned]
+        if min(fractions) >= min_fraction:
+            out.append(axis)
+    return out
+
+
 class Symmetry:
     """Proper rotational symmetries of an object, detected from two samplings of its surface.
 
     `discrete`: [S, 3, 3] rotations of the cube group (object frame) that map the surface onto
-    itself (identity included); `axes`: object-frame axes with continuous symmetry.
+    itself (identity included); `axes`: object-frame axes with continuous symmetry; `near_axes`:
+    the other axes about which the surface is symmetric but for a small part (`near_symmetry_axes`).
     """
 
     def __init__(self, points_a: np.ndarray, points_b: np.ndarray, tol_m: float = 0.0005) -> None:
@@ -47,6 +67,8 @@ class Symmetry:
         for axis in np.eye(3):
             if all(invariant(Rotation.from_rotvec(axis * np.radians(a)).as_matrix()) for a in (37.0, 71.0)):
                 self.axes.append(axis)
+        near = near_symmetry_axes(points_a, points_b)
+        self.near_axes = [a for a in near if not any(a @ b > 0.99 for b in self.axes)]
 
     def error_deg(self, R_gt: np.ndarray, R_est: np.ndarray) -> float:
         if len(self.axes) >= 2:

@@ -59,6 +59,10 @@ GIVER_TIP_EXTENSION_M = 0.03
 # From the alignment on, object poses that jump more than 5 cm (or 20 deg) in a frame are held
 # out for up to 5 frames (DynamicGraspConfig.pose_gate_m): tracking errors of the half-hidden object.
 POSE_GATE_M = 0.05
+# From the alignment on, a (nearly) still object's pose moves half way to each new tracked pose
+# (DynamicGraspConfig.pose_smoothing): the tracked pose of an object held still jitters by mm
+# and degrees, and targets that follow it pressed the hand against it (easy_mug_high).
+POSE_SMOOTHING = 0.5
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 # Measured actuation delay: medians over this many recent camera frames (1 s), capped (a stall
 # of the test machine must not look like a robot that lags by seconds).
@@ -131,7 +135,8 @@ def loop_policy_config(
     overrides: dict | None = None,
 ) -> Any:
     """The DynamicGraspConfig the closed loop runs: the checkpoint's `base` with the loop's
-    alignment, slow pull, lead, giver tip extension, symmetric pool and pose gate (docs/closed_loop.md),
+    alignment, slow pull, lead, giver tip extension, symmetric pool, pose gate and smoothing
+    (docs/closed_loop.md),
     then `overrides` (checked like a config file: ConfigError names a wrong key). Used in-process
     and by dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
     from dexh2r_core.config import from_dict, to_dict
@@ -147,6 +152,7 @@ def loop_policy_config(
         giver_tip_extension_m=GIVER_TIP_EXTENSION_M,
         symmetric_pool=True,
         pose_gate_m=POSE_GATE_M,
+        pose_smoothing=POSE_SMOOTHING,
     )
     if overrides:
         config = from_dict(DynamicGraspConfig, {**to_dict(config), **overrides}, source="--set")

@@ -110,6 +110,14 @@ class DynamicGraspConfig:
     pinch_thumb_open: tuple[tuple[str, float], ...] = (("rh_THJ5", -0.4), ("rh_THJ4", -0.3))
     lift_frames: int = 10
     lift_height_m: float = 0.10
+    # Pregrasp style, from the alignment on: while the object moves less than `pose_smoothing_m`
+    # and `pose_smoothing_rad` in a frame, the pose used moves only `pose_smoothing` of the way
+    # to the tracked one (an exponential low pass; 1: off). A held object's tracked pose jitters
+    # by mm and degrees, and grasp targets that follow it press and turn the hand against the
+    # object in the giver's hand; a moving object is followed as measured.
+    pose_smoothing: float = 1.0
+    pose_smoothing_m: float = 0.01
+    pose_smoothing_rad: float = 0.15
     # Goal alignment on a physical robot (`align_style="pregrasp"`; "paper" = the paper's
     # interpolation from the measured hand, re-selecting the goal every frame):
     # commit to one goal, open the fingers, go to a pre-grasp `pregrasp_m` out from the object
@@ -499,6 +507,18 @@ class _State:
     gated: int = 0  # consecutive frames the object pose was gated out (pose_gate_m)
 
 
+def _rotvec_matrix(w: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_rotvec(w).as_matrix()
+
+
+def _matrix_rotvec(R: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_matrix(R).as_rotvec()
+
+
 def predict_pose(T_now: np.ndarray, T_prev: np.ndarray | None, frames: float = 1.0) -> np.ndarray:
     """The object `frames` frames ahead at constant velocity (one: where a target for the next
     frame meets it); `T_now` when there is no previous pose."""
@@ -680,6 +700,8 @@ class DynamicGrasp:
         committed = c.align_style == "pregrasp" and s.phase in ("align", "close", "lift", "done")
         if c.pose_gate_m > 0 and committed:
             obj_pose = self._gate_pose(obj_pose)
+        if c.pose_smoothing < 1.0 and committed:
+            obj_pose = self._filter_pose(obj_pose)
         hand = HandState(np.asarray(hand.T_world_hand, np.float64), np.asarray(hand.finger_q, np.float64))
         s.frame += 1
         s.history.append(hand)
@@ -727,11 +749,12 @@ class DynamicGrasp:
             )
         # Where the pregrasp style's targets meet the moving object: `lead_frames` ahead, for
         # the arm's lag (the privileged expert extrapolates the giver's motion the same way).
+        pregrasp = c.align_style == "pregrasp"  # the offline benchmark's "paper" style does not use it
         moving = (
             prev_obj is not None and np.linalg.norm(obj_pose[:3, 3] - prev_obj[:3, 3]) > c.lead_min_step_m
         )
-        pregrasp = c.align_style == "pregrasp"  # the offline benchmark's "paper" style does not use it
-        self._obj_lead = predict_pose(obj_pose, prev_obj, c.lead_frames) if pregrasp and moving else obj_pose
+        lead = pregrasp and moving
+        self._obj_lead = predict_pose(obj_pose, prev_obj, c.lead_frames) if lead else obj_pose
         if c.align_style == "pregrasp" and s.phase in ("align", "close"):
             return self._align_pregrasp(obj_pose, pool_world, giver, hand, target)
         if s.phase == "align":
@@ -780,6 +803,22 @@ class DynamicGrasp:
         T = s.T_lift0.copy() if s.T_lift0 is not None else hand.T_world_hand
         T[2, 3] = s.T_lift0[2, 3] + c.lift_height_m if s.T_lift0 is not None else T[2, 3]
         return target(T, s.q_closed if s.q_closed is not None else hand.finger_q, goal=s.goal)
+
+    def _filter_pose(self, obj_pose: np.ndarray) -> np.ndarray:
+        """The object pose smoothed while it is (nearly) still (see `pose_smoothing`)."""
+        c, s = self.config, self.state
+        last = s.prev_obj
+        if last is None:
+            return obj_pose
+        step = obj_pose[:3, 3] - last[:3, 3]
+        turn = _matrix_rotvec(obj_pose[:3, :3] @ last[:3, :3].T)
+        if np.linalg.norm(step) > c.pose_smoothing_m or np.linalg.norm(turn) > c.pose_smoothing_rad:
+            return obj_pose  # moving: followed as measured (the lead extrapolates it)
+        a = c.pose_smoothing
+        out = last.copy()
+        out[:3, :3] = _rotvec_matrix(a * turn) @ last[:3, :3]
+        out[:3, 3] += a * step
+        return out
 
     def _gate_pose(self, obj_pose: np.ndarray) -> np.ndarray:
         """The last pose used instead of one that jumps beyond the gate (see the config)."""
