@@ -32,12 +32,14 @@ def near_symmetry_axes(
     part that breaks the symmetry (the handle, often held or half hidden), and point-to-plane ICP
     settles in the body's local minima; `ObjectTracker` searches the turn about these axes."""
     tree = cKDTree(points_a)
-    gap = np.percentile(tree.query(points_b, k=1)[0], 90)  # the sampling gap, most of it
+    gap = np.percentile(tree.query(points_b, k=1)[0], [90, 98])  # the sampling gap: most, the tail
     out = []
     for axis in np.eye(3):
         turned = [points_b @ Rotation.from_rotvec(axis * np.radians(a)).as_matrix().T for a in (37.0, 71.0)]
-        fractions = [float(np.mean(tree.query(p, k=1)[0] <= 1.3 * gap + tol_m)) for p in turned]
-        if min(fractions) >= min_fraction:
+        dist = [tree.query(p, k=1)[0] for p in turned]
+        fractions = [float(np.mean(d <= 1.3 * gap[0] + tol_m)) for d in dist]
+        whole = all(np.percentile(d, 98) <= 1.3 * gap[1] + tol_m for d in dist)  # Symmetry.axes' test
+        if min(fractions) >= min_fraction and not whole:
             out.append(axis)
     return out
 
@@ -67,8 +69,7 @@ class Symmetry:
         for axis in np.eye(3):
             if all(invariant(Rotation.from_rotvec(axis * np.radians(a)).as_matrix()) for a in (37.0, 71.0)):
                 self.axes.append(axis)
-        near = near_symmetry_axes(points_a, points_b)
-        self.near_axes = [a for a in near if not any(a @ b > 0.99 for b in self.axes)]
+        self.near_axes = near_symmetry_axes(points_a, points_b)
 
     def error_deg(self, R_gt: np.ndarray, R_est: np.ndarray) -> float:
         if len(self.axes) >= 2:

@@ -27,6 +27,9 @@ def test_detected_symmetries(symmetries) -> None:
     assert len(symmetries["cylinder_can"].axes) == 1 and len(symmetries["cylinder_can"].discrete) >= 2
     assert not symmetries["box_small"].axes and len(symmetries["box_small"].discrete) >= 4
     assert symmetries["mug"].trivial
+    # Symmetric but for a small part: the mug's body about its axis (the handle breaks it).
+    assert [a.tolist() for a in symmetries["mug"].near_axes] == [[0.0, 0.0, 1.0]]
+    assert not symmetries["cylinder_can"].near_axes and not symmetries["box_small"].near_axes
     assert len(symmetries["sphere_ball"].axes) == 3
 
 

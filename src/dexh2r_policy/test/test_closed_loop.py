@@ -504,3 +504,40 @@ def test_pose_gate_keeps_the_last_pose_through_a_tracking_jump(hs):
     from dexh2r_policy.closed_loop import loop_policy_config
 
     assert loop_policy_config(DynamicGraspConfig(), "hard").pose_gate_m > 0  # on in the closed loop
+
+
+def test_pose_smoothing_calms_a_still_objects_jitter_and_follows_a_moving_one(hs):
+    """From the alignment on, a still object's tracked pose (jittering by mm and degrees) moves
+    the targets less with `pose_smoothing`; an object moving more than `pose_smoothing_m` a
+    frame is followed exactly as without it."""
+    rng = np.random.default_rng(3)
+    noise = [(rng.normal(scale=0.03, size=3), rng.normal(scale=0.002, size=3)) for _ in range(80)]
+    base = np.array([0.0, 0.0, 0.4])
+
+    def still(k):
+        w, t = noise[k]
+        return _pose(w, base + t)
+
+    def moving(k):
+        return _pose([0, 0, 0], base + np.array([0.0, 0.02 * k, 0.0]))
+
+    def targets(smoothing, obj_fn):
+        cfg = _cfg("pregrasp", pose_smoothing=smoothing, lift_frames=40, pose_gate_m=0.0)
+        policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+        hand0 = HandState(_pose([0, 0, 0.2], [0.3, 0.1, 0.45]), np.zeros(22))
+        return _run(policy, 80, obj_fn, hand0)
+
+    def jitter(run):  # mean frame-to-frame target motion (m) during the pull
+        T = [t.T_world_hand[:3, 3] for _, t, _ in run if t.phase == "lift"]
+        return float(np.mean(np.linalg.norm(np.diff(T, axis=0), axis=1)))
+
+    raw, smooth = jitter(targets(1.0, still)), jitter(targets(0.5, still))
+    assert smooth < 0.7 * raw, (smooth, raw)
+    a, b = targets(1.0, moving), targets(0.5, moving)
+    assert [t.phase for _, t, _ in a] == [t.phase for _, t, _ in b]
+    assert all(
+        np.allclose(ta.T_world_hand, tb.T_world_hand) for (_, ta, _), (_, tb, _) in zip(a, b, strict=True)
+    )
+    from dexh2r_policy.closed_loop import loop_policy_config
+
+    assert loop_policy_config(DynamicGraspConfig(), "easy").pose_smoothing < 1.0  # on in the closed loop
