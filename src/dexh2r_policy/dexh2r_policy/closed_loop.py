@@ -59,7 +59,7 @@ GIVER_TIP_EXTENSION_M = 0.03
 # From the alignment on, object poses that jump more than 5 cm (or 20 deg) in a frame are held
 # out for up to 5 frames (DynamicGraspConfig.pose_gate_m): tracking errors of the half-hidden object.
 POSE_GATE_M = 0.05
-# From the alignment on, a (nearly) still object's pose moves half way to each new tracked pose
+# From the close on, a (nearly) still object's pose moves half way to each new tracked pose
 # (DynamicGraspConfig.pose_smoothing): the tracked pose of an object held still jitters by mm
 # and degrees, and targets that follow it pressed the hand against it (easy_mug_high).
 POSE_SMOOTHING = 0.5

@@ -110,11 +110,12 @@ class DynamicGraspConfig:
     pinch_thumb_open: tuple[tuple[str, float], ...] = (("rh_THJ5", -0.4), ("rh_THJ4", -0.3))
     lift_frames: int = 10
     lift_height_m: float = 0.10
-    # Pregrasp style, from the alignment on: while the object moves less than `pose_smoothing_m`
-    # and `pose_smoothing_rad` in a frame, the pose used moves only `pose_smoothing` of the way
-    # to the tracked one (an exponential low pass; 1: off). A held object's tracked pose jitters
-    # by mm and degrees, and grasp targets that follow it press and turn the hand against the
-    # object in the giver's hand; a moving object is followed as measured.
+    # Pregrasp style, from the close on (close, pull, hold): while the object moves less than
+    # `pose_smoothing_m` and `pose_smoothing_rad` in a frame, the pose used moves only
+    # `pose_smoothing` of the way to the tracked one (an exponential low pass; 1: off). A held
+    # object's tracked pose jitters by mm and degrees, and grasp targets that follow it press and
+    # turn the hand against the object in the giver's hand; a moving object is followed as
+    # measured. Not during the alignment: there it cost the ball's way in (closed loop, cameras).
     pose_smoothing: float = 1.0
     pose_smoothing_m: float = 0.01
     pose_smoothing_rad: float = 0.15
@@ -700,7 +701,7 @@ class DynamicGrasp:
         committed = c.align_style == "pregrasp" and s.phase in ("align", "close", "lift", "done")
         if c.pose_gate_m > 0 and committed:
             obj_pose = self._gate_pose(obj_pose)
-        if c.pose_smoothing < 1.0 and committed:
+        if c.pose_smoothing < 1.0 and s.phase in ("close", "lift", "done") and c.align_style == "pregrasp":
             obj_pose = self._filter_pose(obj_pose)
         hand = HandState(np.asarray(hand.T_world_hand, np.float64), np.asarray(hand.finger_q, np.float64))
         s.frame += 1

@@ -507,8 +507,8 @@ def test_pose_gate_keeps_the_last_pose_through_a_tracking_jump(hs):
 
 
 def test_pose_smoothing_calms_a_still_objects_jitter_and_follows_a_moving_one(hs):
-    """From the alignment on, a still object's tracked pose (jittering by mm and degrees) moves
-    the targets less with `pose_smoothing`; an object moving more than `pose_smoothing_m` a
+    """From the close on, a still object's tracked pose (jittering by mm and degrees) moves the
+    pull's targets less with `pose_smoothing`; an object moving more than `pose_smoothing_m` a
     frame is followed exactly as without it."""
     rng = np.random.default_rng(3)
     noise = [(rng.normal(scale=0.03, size=3), rng.normal(scale=0.002, size=3)) for _ in range(80)]
