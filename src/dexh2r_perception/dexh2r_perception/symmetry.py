@@ -48,8 +48,8 @@ class Symmetry:
     """Proper rotational symmetries of an object, detected from two samplings of its surface.
 
     `discrete`: [S, 3, 3] rotations of the cube group (object frame) that map the surface onto
-    itself (identity included); `axes`: object-frame axes with continuous symmetry; `near_axes`:
-    the other axes about which the surface is symmetric but for a small part (`near_symmetry_axes`).
+    itself (identity included); `axes`: object-frame axes with continuous symmetry (the axes
+    symmetric but for a small part: `near_symmetry_axes`).
     """
 
     def __init__(self, points_a: np.ndarray, points_b: np.ndarray, tol_m: float = 0.0005) -> None:
@@ -69,7 +69,6 @@ class Symmetry:
         for axis in np.eye(3):
             if all(invariant(Rotation.from_rotvec(axis * np.radians(a)).as_matrix()) for a in (37.0, 71.0)):
                 self.axes.append(axis)
-        self.near_axes = near_symmetry_axes(points_a, points_b)
 
     def error_deg(self, R_gt: np.ndarray, R_est: np.ndarray) -> float:
         if len(self.axes) >= 2:

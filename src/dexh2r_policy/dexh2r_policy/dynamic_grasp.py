@@ -702,7 +702,7 @@ class DynamicGrasp:
         if c.pose_gate_m > 0 and committed:
             obj_pose = self._gate_pose(obj_pose)
         if c.pose_smoothing < 1.0 and s.phase in ("close", "lift", "done") and c.align_style == "pregrasp":
-            obj_pose = self._filter_pose(obj_pose)
+            obj_pose = self._smooth_pose(obj_pose)
         hand = HandState(np.asarray(hand.T_world_hand, np.float64), np.asarray(hand.finger_q, np.float64))
         s.frame += 1
         s.history.append(hand)
@@ -805,7 +805,7 @@ class DynamicGrasp:
         T[2, 3] = s.T_lift0[2, 3] + c.lift_height_m if s.T_lift0 is not None else T[2, 3]
         return target(T, s.q_closed if s.q_closed is not None else hand.finger_q, goal=s.goal)
 
-    def _filter_pose(self, obj_pose: np.ndarray) -> np.ndarray:
+    def _smooth_pose(self, obj_pose: np.ndarray) -> np.ndarray:
         """The object pose smoothed while it is (nearly) still (see `pose_smoothing`)."""
         c, s = self.config, self.state
         last = s.prev_obj
