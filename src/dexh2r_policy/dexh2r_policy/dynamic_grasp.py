@@ -508,18 +508,6 @@ class _State:
     gated: int = 0  # consecutive frames the object pose was gated out (pose_gate_m)
 
 
-def _rotvec_matrix(w: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_rotvec(w).as_matrix()
-
-
-def _matrix_rotvec(R: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(R).as_rotvec()
-
-
 def predict_pose(T_now: np.ndarray, T_prev: np.ndarray | None, frames: float = 1.0) -> np.ndarray:
     """The object `frames` frames ahead at constant velocity (one: where a target for the next
     frame meets it); `T_now` when there is no previous pose."""
@@ -750,12 +738,11 @@ class DynamicGrasp:
             )
         # Where the pregrasp style's targets meet the moving object: `lead_frames` ahead, for
         # the arm's lag (the privileged expert extrapolates the giver's motion the same way).
-        pregrasp = c.align_style == "pregrasp"  # the offline benchmark's "paper" style does not use it
         moving = (
             prev_obj is not None and np.linalg.norm(obj_pose[:3, 3] - prev_obj[:3, 3]) > c.lead_min_step_m
         )
-        lead = pregrasp and moving
-        self._obj_lead = predict_pose(obj_pose, prev_obj, c.lead_frames) if lead else obj_pose
+        pregrasp = c.align_style == "pregrasp"  # the offline benchmark's "paper" style does not use it
+        self._obj_lead = predict_pose(obj_pose, prev_obj, c.lead_frames) if pregrasp and moving else obj_pose
         if c.align_style == "pregrasp" and s.phase in ("align", "close"):
             return self._align_pregrasp(obj_pose, pool_world, giver, hand, target)
         if s.phase == "align":
@@ -811,15 +798,12 @@ class DynamicGrasp:
         last = s.prev_obj
         if last is None:
             return obj_pose
-        step = obj_pose[:3, 3] - last[:3, 3]
-        turn = _matrix_rotvec(obj_pose[:3, :3] @ last[:3, :3].T)
-        if np.linalg.norm(step) > c.pose_smoothing_m or np.linalg.norm(turn) > c.pose_smoothing_rad:
+        if (
+            np.linalg.norm(obj_pose[:3, 3] - last[:3, 3]) > c.pose_smoothing_m
+            or float(rotation_angles(obj_pose[:3, :3], last[:3, :3])) > c.pose_smoothing_rad
+        ):
             return obj_pose  # moving: followed as measured (the lead extrapolates it)
-        a = c.pose_smoothing
-        out = last.copy()
-        out[:3, :3] = _rotvec_matrix(a * turn) @ last[:3, :3]
-        out[:3, 3] += a * step
-        return out
+        return interpolate_pose(last, obj_pose, c.pose_smoothing)
 
     def _gate_pose(self, obj_pose: np.ndarray) -> np.ndarray:
         """The last pose used instead of one that jumps beyond the gate (see the config)."""
