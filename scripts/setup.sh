@@ -42,6 +42,16 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
 fi
 [[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
 
+# The pinned environment takes about 4.2 GB; pip half-way through a full disk leaves a broken venv
+# and a bare "Could not install" error, so say it first (DEXH2R_SETUP_MIN_FREE_GB=0 skips the check).
+need_gb=${DEXH2R_SETUP_MIN_FREE_GB:-5}
+free_gb=$(df -Pk "$VENV" | awk 'NR==2 {print int($4 / 1048576)}')
+if ((free_gb < need_gb)); then
+  echo "[setup] only ${free_gb} GB free where $VENV lives ($(pwd)); the environment needs about ${need_gb} GB." >&2
+  echo "[setup] free some space (old clones, runs/ folders, pip's cache in ~/.cache/pip), then run this again." >&2
+  exit 1
+fi
+
 echo "[setup] installing pinned Python dependencies into $VENV (requirements.lock)"
 # torch first and exactly: a plain `torch` requirement elsewhere would pull a multi-GB CUDA build.
 "$VENV/bin/python" -m pip install -q -c requirements.lock "torch==2.13.0"
