@@ -656,9 +656,17 @@ def main(argv: list[str] | None = None) -> int:
         help="--ros: the sim's real-time factor (every node follows its /clock; 0.3 leaves a 2-core "
         "machine time for two cameras and MediaPipe)",
     )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="--ros: record each episode (MCAP, config/record/demo.yaml) under <out>/ros/<k>-<scenario>/bag; "
+        "`dexh2r record --trace BAG` gives its per-step trace (the in-process rows' counterpart)",
+    )
     parser.add_argument("--json", required=True)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.record and not args.ros:
+        parser.error("--record: only with --ros (in-process episodes carry their trace in episodes.jsonl)")
     if not args.rtf > 0.0:
         print(f"dexh2r eval closed-loop: --rtf: must be > 0, got {args.rtf}", file=sys.stderr)
         return 2
@@ -853,6 +861,7 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
                 pools=args.pools,
                 actuation_delay_s=delay,
                 env=env,
+                record=args.record,
             )
             rows.append(row)
             f.write(json.dumps(row) + "\n")

@@ -37,12 +37,14 @@ def run_episode_ros(
     actuation_delay_s: float = 0.0,
     timeout_s: float | None = None,
     env: dict[str, str] | None = None,
+    record: bool = False,
 ) -> dict:
     """One episode of `scenario` (its repeat `repeat`) through the node graph; returns the row
     `run_episode` returns (the fields the graph can tell: outcome, times, detail, limit
     violations) plus `ros`: the launch's exit code and reason and which nodes crashed. `env`:
     the nodes' environment (default os.environ, with the project's localhost-only DDS defaults
-    applied by the launcher)."""
+    applied by the launcher). `record`: `recorder_node` records the episode (config/record/demo.yaml)
+    into `episode_dir/bag`, and the row's `bag` names the folder."""
     from dexh2r_sim.stack_launch import episode_launch
 
     episode_dir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,7 @@ def run_episode_ros(
         actuation_delay_s=actuation_delay_s,
         env=env,
         timeout_s=timeout_s,
+        record_dir=episode_dir / "bag" if record else None,
     )
     result = runner.run()
     (episode_dir / "launch.log").write_text(log.getvalue())
@@ -88,6 +91,7 @@ def run_episode_ros(
             "ros": ros,
         }
     r = records[0]
+    bags = sorted((episode_dir / "bag").glob("*/metadata.yaml")) if record else []
     return {
         "scenario": r["scenario"],
         "object_id": r["object_id"],
@@ -98,4 +102,5 @@ def run_episode_ros(
         "limit_violations": int(r.get("limit_violations", 0)),
         "actuation_delay_s": r.get("actuation_delay_s", actuation_delay_s),
         "ros": ros,
+        **({"bag": str(bags[-1].parent) if bags else None} if record else {}),
     }

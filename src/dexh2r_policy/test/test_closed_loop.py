@@ -66,6 +66,9 @@ def test_summary_rates_and_bad_checkpoint(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["--actuation-delay", "soon", "--json", str(tmp_path / "x.json")]) == 2
     assert "--actuation-delay" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a bag per episode is for the node graph only
+        main(["--record", "--json", str(tmp_path / "x.json")])
+    assert exc.value.code == 2 and "--record: only with --ros" in capsys.readouterr().err
 
 
 # ---- the physical goal alignment (DynamicGraspConfig.align_style = "pregrasp") ------------------

@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                             {
                                 "scenario": cell.scenario.name,
                                 "giver": cell.giver.state.value,
+                                # share of the object's weight the giver carries (null: released)
+                                "giver_support": cell.giver.support_load(cell.data),
                                 "time": cell.time,
                             }
                         )

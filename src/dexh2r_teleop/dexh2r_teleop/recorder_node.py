@@ -347,11 +347,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--check", nargs="+", metavar="BAG", help="read and deserialise every message of the bags")
     p.add_argument("--info", nargs="+", metavar="BAG", help="print status, episode metadata and report")
+    p.add_argument(
+        "--trace",
+        metavar="BAG",
+        help="per-step trace of a recorded sim handover (tracking error, palm, target, giver support, "
+        "contacts; dexh2r_teleop.episode_trace)",
+    )
+    p.add_argument("--every", type=float, default=0.1, help="--trace: a row every this many sim seconds")
+    p.add_argument("--json", default="", help="--trace: also write the rows to this JSON file")
     return p
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from dexh2r_teleop.episode_trace import episode_trace, format_trace
+
+    try:
+        rows = episode_trace(args.trace, args.every)
+    except (BagError, ValueError) as exc:
+        print(f"dexh2r record: {exc}", file=sys.stderr)
+        return 1
+    print(format_trace(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
 
 
 def cli(argv: list[str]) -> int:
     args, ros_args = _parser().parse_known_args(argv)
+    if args.trace:
+        return _trace(args)
     if args.recover or args.check or args.info:
         code = 0
         for bag in args.recover or []:
