@@ -181,6 +181,15 @@ class TrackerConfig:
         for key in ("voxel_m", "robot_margin_m", "cluster_radius_m", "inlier_dist_m", "global_voxel_m"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key}: must be positive, got {getattr(self, key)}")
+        if self.roll_search_every < 0:
+            raise ValueError(f"roll_search_every: must be >= 0 (0: off), got {self.roll_search_every}")
+        if self.roll_search_every > 0:
+            for key, low in (("roll_search_steps", 2), ("roll_search_points", 3), ("roll_search_confirm", 1)):
+                if int(getattr(self, key)) < low:
+                    got = getattr(self, key)
+                    raise ValueError(f"{key}: must be >= {low} with the roll search on, got {got}")
+            if not self.roll_search_min_gain >= 0 or self.roll_search_max_robot_points < 0:
+                raise ValueError("roll_search_min_gain and roll_search_max_robot_points: must be >= 0")
 
     @property
     def workspace(self) -> Box:
@@ -883,7 +892,6 @@ class ObjectTracker:
         self.robot = robot
         self.viewpoints = None if viewpoints is None else np.asarray(viewpoints, dtype=np.float64)
         self._failed_at: float | None = None  # stamp of the last failed global registration
-        self._robot_removed = 0  # robot points removed in the last frame (around the object)
         self._roll_axis: np.ndarray | None = None  # object frame (see TrackerConfig.roll_search_every)
         if model is not None:
             model.fpfh(self.config.global_voxel_m)  # imports open3d now, not on the first frame
@@ -906,20 +914,21 @@ class ObjectTracker:
         pts: np.ndarray,
         joint_positions: Mapping[str, float] | None,
         hand_keypoints: np.ndarray | None,
-    ) -> np.ndarray:
-        """`pts` [K, 3] without the points on the robot and on the giver's hand."""
+    ) -> tuple[np.ndarray, int]:
+        """(`pts` [K, 3] without the points on the robot and on the giver's hand, how many were
+        on the robot)."""
         cfg = self.config
-        self._robot_removed = 0
+        removed = 0
         if len(pts) and self.robot is not None and joint_positions is not None:
             lo, hi = pts.min(axis=0) - cfg.robot_margin_m, pts.max(axis=0) + cfg.robot_margin_m
             robot_pts = self.robot.points_world(joint_positions, lo, hi)
             if len(robot_pts):
                 on_robot = robot_mask(pts, robot_pts, cfg.robot_margin_m)
-                self._robot_removed = int(on_robot.sum())
+                removed = int(on_robot.sum())
                 pts = pts[~on_robot]
         if len(pts) and hand_keypoints is not None:
             pts = pts[~hand_mask(pts, hand_keypoints, cfg)]
-        return pts
+        return pts, removed
 
     def _prediction(self, stamp: float) -> np.ndarray | None:
         """Constant-velocity prediction of T_world_object at `stamp` (None without a recent pose)."""
@@ -1007,7 +1016,7 @@ class ObjectTracker:
             return self._lost(stamp, "no valid depth in the workspace")
         pts = voxel_downsample(cloud, cfg.voxel_m).astype(np.float64)
         if self.model is None:
-            clean = self._remove_robot_and_hand(pts, joint_positions, hand_keypoints)
+            clean, _ = self._remove_robot_and_hand(pts, joint_positions, hand_keypoints)
             return self._update_unknown(stamp, clean, hand_keypoints)
         model = self.model
         predicted = self._prediction(stamp)
@@ -1016,7 +1025,7 @@ class ObjectTracker:
             gate = model.radius + cfg.gate_margin_m
             c = predicted[:3, 3]
             near = np.einsum("ij,ij->i", pts - c, pts - c) <= gate**2
-            scene = self._remove_robot_and_hand(pts[near], joint_positions, hand_keypoints)
+            scene, robot_removed = self._remove_robot_and_hand(pts[near], joint_positions, hand_keypoints)
             if len(scene) >= cfg.min_object_points:
                 T_ow = icp_point_to_plane(
                     scene,
@@ -1035,7 +1044,7 @@ class ObjectTracker:
                 if (
                     self._roll_axis is not None
                     and self._tracked_frames % cfg.roll_search_every == 0
-                    and self._robot_removed <= cfg.roll_search_max_robot_points
+                    and robot_removed <= cfg.roll_search_max_robot_points
                 ):
                     T_ow, fit, rmse, d, rolled = self._roll_check(scene, T_ow, fit, rmse, d)
                 pose = _inverse(T_ow)
@@ -1046,7 +1055,7 @@ class ObjectTracker:
                     self._accept(stamp, pose, new_track=rolled)  # a new turn is no motion
                     obj_pts = scene[d <= cfg.output_inlier_m]
                     return self._estimate(stamp, pose, obj_pts, fit, rmse, violation, False)
-        clean = self._remove_robot_and_hand(pts, joint_positions, hand_keypoints)
+        clean, _ = self._remove_robot_and_hand(pts, joint_positions, hand_keypoints)
         if len(clean) < cfg.min_object_points:
             return self._lost(stamp, "too few points left after removing the robot and the hand")
         return self._relocalize(stamp, clean, hand_keypoints, views, predicted)

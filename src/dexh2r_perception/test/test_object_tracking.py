@@ -278,6 +278,25 @@ def test_roll_search_turns_a_mug_tracked_off_about_its_body_axis(start_deg):
         assert ObjectTracker(TrackerConfig(), ObjectModel.from_library(other))._roll_axis is None
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"roll_search_every": -1},
+        {"roll_search_steps": 1},
+        {"roll_search_points": 0},
+        {"roll_search_confirm": 0},
+        {"roll_search_min_gain": -0.1},
+        {"roll_search_max_robot_points": -5},
+    ],
+)
+def test_roll_search_settings_are_range_checked(bad):
+    key = next(iter(bad))
+    with pytest.raises(ValueError, match=key):
+        TrackerConfig(**bad)
+    if key != "roll_search_every":
+        TrackerConfig(**bad, roll_search_every=0)  # the search off: its settings are not used
+
+
 def test_hand_consistency_rejects_an_object_around_the_wrist(cell):
     model = ObjectModel.from_sim_object(cell.sim_object)
     kp = cell.giver_keypoints()
