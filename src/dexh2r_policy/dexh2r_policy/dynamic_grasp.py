@@ -172,6 +172,12 @@ class DynamicGraspConfig:
     # pre-grasp and commits to another goal, at most `jam_retries` times (0: off, close anyway).
     jam_m: float = 0.03
     jam_retries: int = 1
+    # Pregrasp style only: the close also needs the measured hand within this (m) of the target
+    # it was sent the frame before (0: off). A hand that lags its targets by more is not keeping
+    # up with the object (a fast arc, a random walk: 4-20 cm against 2-3 cm for a can drifting at
+    # 15 cm/s), and fingers closed there close on the giver's or beside the object; it goes back
+    # to the pre-grasp and in again instead (docs/closed_loop.md, session 9).
+    close_max_lag_m: float = 0.0
     frame_dt_s: float = 0.1  # time between frames (target stamps)
     cloud_sample: Literal["fps", "random"] = "random"  # object cloud sampling (sample_fixed), as in training
     cloud_seed: int = 0
@@ -502,6 +508,7 @@ class _State:
     blocked: int = 0  # consecutive frames the committed goal was blocked by the giver's hand
     q_open: np.ndarray | None = None
     T_hold: np.ndarray | None = None  # pregrasp style: where the hand holds after the pull
+    T_sent: np.ndarray | None = None  # pregrasp style: the alignment's last target (world)
     d_best: float | None = None  # the approach's best nearest-grasp distance (stall) ...
     d_best_frame: int = 0  # ... and the frame it was reached
     tried: set = field(default_factory=set)  # pregrasp style: goals abandoned (jammed)
@@ -920,6 +927,12 @@ class DynamicGrasp:
         ang = rotation_angles(hand.T_world_hand[None, :3, :3], pool_world[free, :3, :3])
         return int(free[int(np.argmin(ang))])
 
+    def _lag(self, hand: HandState) -> float:
+        """How far (m) the measured hand is from the alignment's last target (0: none yet)."""
+        if self.state.T_sent is None:
+            return 0.0
+        return float(np.linalg.norm(hand.T_world_hand[:3, 3] - self.state.T_sent[:3, 3]))
+
     def _segment(self, stage: str, T_obj_from: np.ndarray, q_from: np.ndarray) -> None:
         s = self.state
         s.stage, s.seg_from, s.q_from, s.progress, s.at_end = stage, T_obj_from, q_from, 0.0, 0
@@ -980,10 +993,13 @@ class DynamicGrasp:
                         self._segment("in", end, s.q_open)
                     elif c.jam_m > 0 and err > c.jam_m and len(s.tried) < c.jam_retries:
                         self._segment("out", T_obj_hand_now, s.q_open)
+                    elif c.close_max_lag_m > 0 and self._lag(hand) > c.close_max_lag_m:
+                        self._segment("pre", T_obj_hand_now, hand.finger_q)  # back out, in again
                     else:
                         s.phase, s.phase_frame = "close", s.frame
                         s.q_closed = self.squeezed(g)
-            return target(self._obj_lead @ T_obj, q, goal=g, distance_m=d)
+            s.T_sent = self._obj_lead @ T_obj
+            return target(s.T_sent, q, goal=g, distance_m=d)
         # close: on the goal (following the object), the fingers from open to the squeezed grasp
         k = s.frame - s.phase_frame
         ramp = min(1.0, k / max(c.close_frames, 1))

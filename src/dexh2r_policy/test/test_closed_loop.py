@@ -417,6 +417,39 @@ def test_a_jammed_way_in_backs_out_and_takes_another_goal(hs):
     assert len({t.goal for _, t, _ in run if t.phase in ("align", "close", "lift")}) == 1
 
 
+def test_a_hand_that_lags_a_fast_object_does_not_close_until_it_keeps_up(hs):
+    """The object rises 1.5 cm a frame for 4 s (across the ring grasps' way in), then stops; the
+    hand reaches each target 3 frames late (4.5 cm behind while the object moves). With
+    `close_max_lag_m` the close waits, going back to the pre-grasp and in again, until the object
+    stops and the hand keeps up; without it the fingers close on a hand 4.5 cm behind."""
+
+    def first_close(lag_m: float) -> int:
+        cfg = _rules_cfg(
+            "pregrasp",
+            easy_radius_m=0.5,
+            arrive_frames=2,
+            grasp_arrive_frames=2,
+            jam_m=0.0,  # the jam back-out off: the lag rule alone
+            close_max_lag_m=lag_m,
+        )
+        policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+        cloud = np.random.default_rng(0).normal(scale=0.03, size=(64, 3))
+        sent = [HandState(_pose([0, 0, 0.2], [0.3, 0.1, 0.45]), np.zeros(22))] * 3
+        for k in range(90):
+            obj = _pose([0, 0, 0], [0.0, 0.0, 0.4 + 0.015 * min(k, 40)])
+            t = policy.step(0.1 * k, obj, cloud + obj[:3, 3], None, sent[-3])
+            if t.phase == "close":
+                return k
+            sent.append(HandState(t.T_world_hand, t.finger_q))
+        return -1
+
+    assert 0 < first_close(0.0) < 40  # off: closes while the object moves and the hand lags
+    assert 40 < first_close(0.035) < 60  # on: once the object has stopped and the hand caught up
+    from dexh2r_policy.closed_loop import loop_policy_config
+
+    assert loop_policy_config(DynamicGraspConfig(), "hard").close_max_lag_m == 0.035  # on in the loop
+
+
 def test_the_sim_launch_file_runs_the_in_process_loop_settings():
     """`--ros` and the demo run launch/handover_sim.launch.xml: its nodes must be set up as the
     in-process loop is (the values themselves live in closed_loop / controller)."""
