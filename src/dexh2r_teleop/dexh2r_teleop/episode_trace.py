@@ -15,7 +15,8 @@ with the in-process loop frame by frame (docs/closed_loop.md): every `every_s` o
     palm_to_target_m / _deg  the palm to the newest wrist target (`/policy/hand_target/wrist`)
     giver, giver_support  the giver's state and the share of the object's weight it carries
                           (`/sim/state`; null once released)
-    contact_n             the largest robot-giver contact force (`/sim/contacts`; 0: none)
+    contact_n             the largest robot-giver contact force since the last row
+                          (`/sim/contacts`; 0: none)
 
 Messages without a header stamp (`/policy/state`) are placed in sim time by their log time,
 interpolated between the log times of `/sim/state` messages (which carry the sim time).
@@ -139,10 +140,10 @@ def episode_trace(bag: str | os.PathLike[str], every_s: float = 0.1) -> list[dic
         st = sim.at(t)
         row["giver"] = st[1].get("giver") if st else None
         row["giver_support"] = st[1].get("giver_support") if st else None
-        ct = contacts.at(t) if contacts.t else None
-        # /sim/contacts is published every camera frame a contact lasts: one older than a frame
-        # and a half has ended.
-        row["contact_n"] = ct[1] if ct is not None and t - ct[0] <= 0.05 else 0.0
+        # /sim/contacts comes every camera frame a contact lasts: the largest since the last row,
+        # so that a touch shorter than a row's interval still shows.
+        lo, hi = np.searchsorted(contacts.t, [t - every_s, t], side="right")
+        row["contact_n"] = float(max(contacts.v[lo:hi], default=0.0))
         rows.append(row)
     return rows
 
