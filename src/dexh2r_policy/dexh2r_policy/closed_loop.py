@@ -63,11 +63,6 @@ POSE_GATE_M = 0.05
 # (DynamicGraspConfig.pose_smoothing): the tracked pose of an object held still jitters by mm
 # and degrees, and targets that follow it pressed the hand against it (easy_mug_high).
 POSE_SMOOTHING = 0.5
-# The close waits until the measured hand is within 3.5 cm of its last target
-# (DynamicGraspConfig.close_max_lag_m): a hand 4-20 cm behind a fast arc or a random walk closed
-# on the giver's fingers; a can drifting at 15 cm/s is followed within 2-3 cm. Hard set, 50
-# episodes each: hit-human 0.30 -> 0.26, drop 0.06 -> 0.02, timeout 0.10 -> 0.18, success 0.54 both.
-CLOSE_MAX_LAG_M = 0.035
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 # Measured actuation delay: medians over this many recent camera frames (1 s), capped (a stall
 # of the test machine must not look like a robot that lags by seconds).
@@ -140,8 +135,8 @@ def loop_policy_config(
     overrides: dict | None = None,
 ) -> Any:
     """The DynamicGraspConfig the closed loop runs: the checkpoint's `base` with the loop's
-    alignment, slow pull, lead, giver tip extension, symmetric pool, pose gate and smoothing,
-    and the close's lag rule (docs/closed_loop.md),
+    alignment, slow pull, lead, giver tip extension, symmetric pool, pose gate and smoothing
+    (docs/closed_loop.md),
     then `overrides` (checked like a config file: ConfigError names a wrong key). Used in-process
     and by dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
     from dexh2r_core.config import from_dict, to_dict
@@ -158,7 +153,6 @@ def loop_policy_config(
         symmetric_pool=True,
         pose_gate_m=POSE_GATE_M,
         pose_smoothing=POSE_SMOOTHING,
-        close_max_lag_m=CLOSE_MAX_LAG_M,
     )
     if overrides:
         config = from_dict(DynamicGraspConfig, {**to_dict(config), **overrides}, source="--set")
