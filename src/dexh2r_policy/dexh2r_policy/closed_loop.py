@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -550,6 +551,9 @@ def _angle(A: np.ndarray, B: np.ndarray) -> float:
     return float(np.arccos(np.clip(c, -1.0, 1.0)))
 
 
+OUTCOME_KEYS = ("success", "hit-human", "drop", "timeout", "safety-stop", "error")
+
+
 def summarize(rows: list[dict]) -> dict[str, Any]:
     n = max(1, len(rows))
     tth = [
@@ -570,6 +574,15 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
         "actuation_delay_s_median": float(np.median([r.get("actuation_delay_s", 0.0) for r in rows]))
         if rows
         else None,
+        # Where a set fails: outcome counts per scenario, and the phase each contact came in
+        # (in-process rows name their last phase; --ros rows do not: "unknown").
+        "per_scenario": {
+            name: {k: sum(r["outcome"] == k for r in rows if r.get("scenario") == name) for k in OUTCOME_KEYS}
+            for name in dict.fromkeys(r.get("scenario") for r in rows)
+        },
+        "hit_human_by_phase": dict(
+            Counter(r.get("last_phase") or "unknown" for r in rows if r["outcome"] == "hit-human")
+        ),
     }
 
 

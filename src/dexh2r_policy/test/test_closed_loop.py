@@ -56,11 +56,24 @@ def test_the_dp3_baseline_runs_the_loop(tmp_path, capsys):
 
 def test_summary_rates_and_bad_checkpoint(tmp_path, capsys):
     rows = [
-        {"outcome": "success", "time_to_handover_s": 2.0, "limit_violations": 0},
-        {"outcome": "hit-human", "time_to_handover_s": None, "limit_violations": 0},
+        {"scenario": "a", "outcome": "success", "time_to_handover_s": 2.0, "limit_violations": 0},
+        {"scenario": "b", "outcome": "hit-human", "time_to_handover_s": None, "limit_violations": 0},
+        {"scenario": "a", "outcome": "hit-human", "time_to_handover_s": None, "limit_violations": 0},
+        {"scenario": "b", "outcome": "success", "time_to_handover_s": 4.0, "limit_violations": 0},
     ]
+    rows[1]["last_phase"] = "align"  # in-process rows name the phase; --ros rows do not
     s = summarize(rows)
-    assert s["success_rate"] == 0.5 and s["hit_human_rate"] == 0.5 and s["time_to_handover_s_median"] == 2.0
+    assert s["success_rate"] == 0.5 and s["hit_human_rate"] == 0.5 and s["time_to_handover_s_median"] == 3.0
+    assert list(s["per_scenario"]) == ["a", "b"]
+    assert s["per_scenario"]["a"] == {
+        "success": 1,
+        "hit-human": 1,
+        "drop": 0,
+        "timeout": 0,
+        "safety-stop": 0,
+        "error": 0,
+    }
+    assert s["hit_human_by_phase"] == {"align": 1, "unknown": 1}
     args = ["--checkpoint", str(tmp_path / "none.pt"), "--json", str(tmp_path / "x.json")]
     assert main(args) == 2
     assert "checkpoint not found" in capsys.readouterr().err
