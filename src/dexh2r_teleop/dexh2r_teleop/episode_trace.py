@@ -148,6 +148,18 @@ def episode_trace(bag: str | os.PathLike[str], every_s: float = 0.1) -> list[dic
     return rows
 
 
+def episode_outcome(bag: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The sim's outcome record of the episode (`/sim/outcome`), None when the bag has none. The
+    contact that ends an episode often falls between two camera frames, so it is in the outcome's
+    `detail` and not in any trace row."""
+    info = bag_info(bag)
+    out = None
+    if info.counts.get("/sim/outcome"):
+        for raw in iter_messages(info, ["/sim/outcome"]):
+            out = json.loads(deserialize(raw.data, raw.type).data)
+    return out
+
+
 def format_trace(rows: list[dict[str, Any]]) -> str:
     """The rows as a fixed-width table (what `dexh2r record --trace` prints)."""
 

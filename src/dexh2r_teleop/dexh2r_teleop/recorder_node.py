@@ -359,14 +359,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from dexh2r_teleop.episode_trace import episode_trace, format_trace
+    from dexh2r_teleop.episode_trace import episode_outcome, episode_trace, format_trace
 
     try:
         rows = episode_trace(args.trace, args.every)
+        outcome = episode_outcome(args.trace)
     except (BagError, ValueError) as exc:
         print(f"dexh2r record: {exc}", file=sys.stderr)
         return 1
     print(format_trace(rows))
+    if outcome is not None:
+        when = outcome.get("time_s", float("nan"))
+        print(f"outcome at {when:.2f} s: {outcome.get('outcome')} ({outcome.get('detail')})")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 0

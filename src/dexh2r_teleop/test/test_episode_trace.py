@@ -16,7 +16,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from dexh2r_teleop import recorder as rec
-from dexh2r_teleop.episode_trace import episode_trace, format_trace
+from dexh2r_teleop.episode_trace import episode_outcome, episode_trace, format_trace
 from dexh2r_teleop.recorder_node import cli
 
 TS = rec.typestore()
@@ -58,6 +58,7 @@ def make_episode(path, *, topics=None):
         "/policy/state": "std_msgs/msg/String",
         "/sim/state": "std_msgs/msg/String",
         "/sim/contacts": "std_msgs/msg/String",
+        "/sim/outcome": "std_msgs/msg/String",
     }
     topics = topics or list(types)
     for topic in topics:
@@ -80,6 +81,12 @@ def make_episode(path, *, topics=None):
         t = i / 10 + 0.02
         state = {"phase": "align" if t >= 1.0 else "approach", "goal": 7}
         events.append((t, "/policy/state", _string(state)))
+    outcome = {
+        "outcome": "hit-human",
+        "time_s": 2.01,
+        "detail": "robot geom rh_C_thdistal / giver/C_thdistal: 1.3 N",
+    }
+    events.append((2.01, "/sim/outcome", _string(outcome)))
     for t, topic, data in sorted(events, key=lambda e: e[0]):
         if topic in topics:
             w.write(topic, data, _log(t))
@@ -111,6 +118,7 @@ def test_trace_without_perception_or_policy_topics_leaves_their_columns_empty(tm
     rows = episode_trace(bag)
     assert rows and all(r["object_error_m"] is None and r["phase"] is None for r in rows)
     assert all(r["palm_to_target_m"] is None for r in rows)
+    assert episode_outcome(bag) is None
 
 
 def test_trace_of_a_bag_without_the_sim_truth_names_the_missing_topics(tmp_path, capsys):
@@ -127,4 +135,11 @@ def test_record_trace_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     assert cli(["--trace", str(bag), "--every", "0.5", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [r["t"] for r in rows] == [0.0, 0.5, 1.0, 1.5, 2.0]
-    assert "contact N" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "contact N" in out
+    # the contact that ended the episode came after the last frame: the outcome line names it
+    assert (
+        out.rstrip().splitlines()[-1]
+        == "outcome at 2.01 s: hit-human (robot geom rh_C_thdistal / giver/C_thdistal: 1.3 N)"
+    )
+    assert episode_outcome(bag)["outcome"] == "hit-human"
