@@ -177,8 +177,9 @@ class DynamicGraspConfig:
     # lags its targets by more is not keeping up with the object (a fast arc, a random walk: 4-20
     # cm against 2-3 cm for a can drifting at 15 cm/s); it goes back to the pre-grasp and in again
     # instead. In-process (hard, 0.035) it turned 2 contacts and 2 drops of 50 into timeouts at
-    # equal success; over DDS the streamed targets converge slower and it held closes back (an
-    # easy ball's by 7 s), so it is off (docs/closed_loop.md, session 9).
+    # equal success; over DDS it held closes back (an easy ball's by 7 s; the measured hand
+    # trails the policy's targets more behind the 30 Hz stream), so it is off
+    # (docs/closed_loop.md, session 9).
     close_max_lag_m: float = 0.0
     frame_dt_s: float = 0.1  # time between frames (target stamps)
     cloud_sample: Literal["fps", "random"] = "random"  # object cloud sampling (sample_fixed), as in training
