@@ -675,9 +675,18 @@ def main(argv: list[str] | None = None) -> int:
         help="--ros: record each episode (MCAP, config/record/demo.yaml) under <out>/ros/<k>-<scenario>/bag; "
         "`dexh2r record --trace BAG` gives its per-step trace (the in-process rows' counterpart)",
     )
+    parser.add_argument(
+        "--arm-servo",
+        choices=("damped", "drive"),
+        default="damped",
+        help="the sim arm's servos (CellConfig.arm_servo): 'damped' (default; joint damping caps the UR5 "
+        "wrists at 0.35 rad/s) or 'drive' (the commanded velocity followed, as a real arm's drives do)",
+    )
     parser.add_argument("--json", required=True)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.ros and args.arm_servo != "damped":
+        parser.error("--arm-servo: in-process only (sim_node runs the damped servos)")
     if args.record and not args.ros:
         parser.error("--record: only with --ros (in-process episodes carry their trace in episodes.jsonl)")
     if not args.rtf > 0.0:
@@ -759,7 +768,13 @@ def main(argv: list[str] | None = None) -> int:
     arm_speeds = sim_arm_speeds()
     width, _, height = args.resolution.partition("x")
     cell = HandoverCell(
-        CellConfig(cameras=True, resolution=(int(width), int(height)), antialias=True, rgb_blur_px=1.0)
+        CellConfig(
+            cameras=True,
+            resolution=(int(width), int(height)),
+            antialias=True,
+            rgb_blur_px=1.0,
+            arm_servo=args.arm_servo,
+        )
     )
     rows = []
     n = args.episodes or len(scenarios)

@@ -82,6 +82,9 @@ def test_summary_rates_and_bad_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # a bag per episode is for the node graph only
         main(["--record", "--json", str(tmp_path / "x.json")])
     assert exc.value.code == 2 and "--record: only with --ros" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # sim_node has no drive servos
+        main(["--ros", "--arm-servo", "drive", "--json", str(tmp_path / "x.json")])
+    assert exc.value.code == 2 and "--arm-servo: in-process only" in capsys.readouterr().err
 
 
 # ---- the physical goal alignment (DynamicGraspConfig.align_style = "pregrasp") ------------------

@@ -24,7 +24,8 @@ never reads it to decide. Same scenario, seed and commands give the same traject
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import mujoco
@@ -35,7 +36,7 @@ from dexh2r_core.config import from_dict
 from dexh2r_core.paths import config_path
 from dexh2r_core.robot.config import load_robot_config
 from dexh2r_core.robot.description import RobotDescription
-from dexh2r_core.trajectory import JointTrajectory, TrajectoryFollower
+from dexh2r_core.trajectory import JointTrajectory, TrajectoryFollower, validate
 from dexh2r_sim.cameras import DepthNoise, RgbdFrame, RgbdRenderer, add_cameras
 from dexh2r_sim.giver import Giver, GiverState, add_giver
 from dexh2r_sim.objects import ObjectLibrary, SimObject, add_object_body
@@ -83,12 +84,20 @@ class CellConfig:
     rgb_blur_px: float = 0.0
     # Measured compute latency of the stack, applied as actuation delay (commands act this late).
     actuation_delay_s: float = 0.0
+    # The arm's servos. "drive": as a joint drive, inside its effort limit, the servo's damping
+    # acting on the velocity error (the commanded velocity fed forward), so the arm moves at the
+    # speeds its description allows. "damped": position servos on joints with passive damping,
+    # which caps each joint at effort / damping (the UR5 wrists: 28 / 80 = 0.35 rad/s against
+    # the real arm's 3.2 rad/s).
+    arm_servo: Literal["damped", "drive"] = "damped"
 
     def __post_init__(self) -> None:
         if not 100.0 <= self.physics_hz <= 5000.0:
             raise ValueError(f"physics_hz: must be in [100, 5000], got {self.physics_hz}")
         if self.camera_hz <= 0 or self.camera_hz > self.physics_hz:
             raise ValueError(f"camera_hz: must be in (0, physics_hz], got {self.camera_hz}")
+        if self.arm_servo not in ("drive", "damped"):
+            raise ValueError(f"arm_servo: must be 'drive' or 'damped', got {self.arm_servo!r}")
 
 
 @dataclass
@@ -186,6 +195,18 @@ class HandoverCell:
             [m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)] for n in robot.joint_names]
         )
         self.act_idx = {m.joint(m.actuator_trnid[a, 0]).name: a for a in range(m.nu)}
+        # "drive" servos: the joint's damping becomes the actuator's velocity gain (inside its
+        # force limit); the position target leads by kv / kp x the commanded velocity.
+        self.arm_ff_s = np.zeros(robot.n_arm)
+        if self.config.arm_servo == "drive":
+            for i, n in enumerate(robot.arm_joint_names):
+                a, dof = self.act_idx.get(n), self.qvel_idx[i]
+                if a is None or m.actuator_gainprm[a, 0] <= 0:
+                    continue
+                kv = float(m.dof_damping[dof])
+                m.dof_damping[dof] = 0.0
+                m.actuator_biasprm[a, 2] = -kv
+                self.arm_ff_s[i] = kv / m.actuator_gainprm[a, 0]
         base = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, robot.config.arm.base_link)
         hand_root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, robot._hand_root_name())
         robot_bodies = _subtree(m, base)
@@ -218,6 +239,7 @@ class HandoverCell:
         mujoco.mj_resetData(m, d)
         q0 = self.robot.home()
         d.qpos[self.qpos_idx] = q0
+        self._pending: deque[tuple[float, TrajectoryFollower, JointTrajectory]] = deque()
         self.arm = TrajectoryFollower(self.robot.arm_joint_names, q0[: self.robot.n_arm])
         self.hand = TrajectoryFollower(self.robot.hand_joint_names, q0[self.robot.n_arm :])
         # The giver plans its grasp on the object's geoms in the model (exact shapes, not a box).
@@ -241,10 +263,25 @@ class HandoverCell:
     # ---- commands ----------------------------------------------------------------------------
     def command_arm(self, trajectory: JointTrajectory) -> None:
         """JTC semantics; raises TrajectoryError (and keeps the previous command) on bad input."""
-        self.arm.set_trajectory(trajectory, now=self.time)
+        self._command(self.arm, trajectory)
 
     def command_hand(self, trajectory: JointTrajectory) -> None:
-        self.hand.set_trajectory(trajectory, now=self.time)
+        self._command(self.hand, trajectory)
+
+    def _command(self, follower: TrajectoryFollower, trajectory: JointTrajectory) -> None:
+        """The command reaches its follower `actuation_delay_s` after now: the whole command
+        stream acts that late, a controller streaming a trajectory per tick included (its
+        trajectories start on receipt; each replaces the last)."""
+        if self.actuation_delay_s <= 0.0 and not self._pending:
+            follower.set_trajectory(trajectory, now=self.time)
+            return
+        validate(trajectory, follower.joint_names)  # bad input is refused now, not on arrival
+        delay = self.actuation_delay_s
+        # In arrival order even when the measured delay shrinks between two commands.
+        t_act = max(self.time + delay, self._pending[-1][0] if self._pending else -np.inf)
+        if trajectory.start_time > 0:
+            trajectory = replace(trajectory, start_time=trajectory.start_time + delay)
+        self._pending.append((t_act, follower, trajectory))
 
     def set_actuation_delay(self, seconds: float) -> None:
         """Commands act `seconds` late from now on (the stack's measured compute latency)."""
@@ -255,6 +292,7 @@ class HandoverCell:
     def hold_position(self) -> None:
         """Stop where the robot is (e-stop, bad input): both controllers hold the current joints."""
         q = self.data.qpos[self.qpos_idx]
+        self._pending.clear()  # commands still on their way are not carried out either
         self.arm.hold(q[: self.robot.n_arm])
         self.hand.hold(q[self.robot.n_arm :])
 
@@ -264,10 +302,11 @@ class HandoverCell:
         self.hold_position()
 
     def _apply_ctrl(self, t: float) -> None:
-        delayed = t - self.actuation_delay_s
-        q = np.concatenate(
-            [self.arm.position(delayed), self.robot.apply_couplings(self.hand.position(delayed))]
-        )
+        while self._pending and self._pending[0][0] <= t + 1e-9:
+            t_act, follower, trajectory = self._pending.popleft()
+            follower.set_trajectory(trajectory, now=t_act)
+        q_arm, v_arm, _ = self.arm.sample(t)
+        q = np.concatenate([q_arm + self.arm_ff_s * v_arm, self.robot.apply_couplings(self.hand.position(t))])
         for name, value in zip(self.robot.joint_names, q, strict=True):
             a = self.act_idx.get(name)
             if a is not None:

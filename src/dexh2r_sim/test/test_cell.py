@@ -41,20 +41,62 @@ def test_arm_reaches_commanded_goal_within_a_milliradian(easy):
 
 
 def test_actuation_delay_makes_commands_act_late(easy):
-    """The measured compute latency of the stack is applied as actuation delay: a command acts
-    exactly `delay` later (the trajectory is evaluated at t - delay), nothing else changes."""
-    goal = np.array([0.6, -1.2, 1.1, 0.2, -2.3, 0.1])
-    cell = HandoverCell(CellConfig(cameras=False))
-    cell.load_scenario(easy[0])
-    cell.set_actuation_delay(0.08)
-    cell.command_arm(JointTrajectory(cell.robot.arm_joint_names, [TrajectoryPoint(1.0, goal)]))
-    arm_act = [cell.act_idx[n] for n in cell.robot.arm_joint_names]
-    cell.step_until(0.5)
-    assert np.allclose(cell.data.ctrl[arm_act], cell.arm.position(cell.time - cell.dt - 0.08))
-    assert not np.allclose(cell.data.ctrl[arm_act], cell.arm.position(cell.time - cell.dt))
+    """The measured compute latency of the stack is applied as actuation delay: the whole command
+    stream acts exactly `delay` later, also when a controller streams one short trajectory per
+    tick (each replacing the last, as the closed loop and controller_node do)."""
+    dt, delay = 1.0 / 90.0, 0.08
+    names = None
+    ctrl = {}
+    for d in (0.0, delay):
+        cell = HandoverCell(CellConfig(cameras=False))
+        cell.load_scenario(easy[0])
+        cell.set_actuation_delay(d)
+        names = cell.robot.arm_joint_names
+        arm_act = [cell.act_idx[n] for n in names]
+        q0 = cell.joint_state()[1][:6]
+        v = np.array([0.2, -0.1, 0.1, 0.0, 0.2, -0.2])
+        ctrl[d] = []
+        for k in range(60):  # a 0.2 rad/s ramp streamed at 90 Hz, then held
+            q = q0 + v * min(k + 1, 45) * dt
+            cell.command_arm(JointTrajectory(names, [TrajectoryPoint(dt, q, v if k < 44 else 0 * v)]))
+            cell.step_until((k + 1) * dt)
+            ctrl[d].append(cell.data.ctrl[arm_act].copy())
+    lag = round(delay / dt)  # 0.08 s = 7.2 ticks: compare on whole ticks around it
+    late, now = np.array(ctrl[delay]), np.array(ctrl[0.0])
+    err = [float(np.abs(late[k] - now[k - lag]).max()) for k in range(lag + 1, 60)]
+    assert max(err) < 0.2 * 0.3 * dt * 2  # within a third of a tick's motion at 0.2 rad/s (x2)
+    assert float(np.abs(late[lag + 5] - now[lag + 5]).max()) > 0.01  # and really late
+    cell.command_arm(JointTrajectory(names, [TrajectoryPoint(1.0, q0)]))  # back to the start ...
+    held = cell.joint_state()[1][:6].copy()
+    cell.hold_position()  # ... but a stop acts at once: commands on their way are dropped
+    cell.step_until(cell.time + 0.2)
+    assert np.allclose(cell.data.ctrl[arm_act], held) and not np.allclose(held, q0, atol=0.05)
     for bad in (-0.01, float("nan"), 2.0):
         with pytest.raises(ValueError, match="actuation delay"):
             cell.set_actuation_delay(bad)
+
+
+def test_drive_servos_follow_the_commanded_speed_where_damped_ones_saturate(easy):
+    """`arm_servo="drive"`: the damping inside the effort-limited servo, the commanded velocity
+    fed forward: the wrists follow 1 rad/s within 0.01 rad; the default damped servos saturate at
+    effort / damping (28 / 80 = 0.35 rad/s) and fall 0.3 rad behind."""
+    lag = {}
+    for servo in ("damped", "drive"):
+        cell = HandoverCell(CellConfig(cameras=False, arm_servo=servo))
+        cell.load_scenario(easy[0])
+        q0 = cell.joint_state()[1][:6]
+        v = np.array([0.5, -0.5, 0.5, -1.0, 1.0, 1.0])  # rad/s for 0.5 s
+        pts = [TrajectoryPoint(k * 0.01, q0 + v * k * 0.01, v if k < 50 else 0 * v) for k in range(1, 51)]
+        cell.command_arm(JointTrajectory(cell.robot.arm_joint_names, pts, start_time=cell.time))
+        t0, worst = cell.time, 0.0
+        for i in range(100):
+            cell.step_until(t0 + (i + 1) * 0.01)
+            worst = max(worst, float(np.abs(cell.joint_state()[1][:6] - cell.arm.position(cell.time)).max()))
+        lag[servo] = worst
+        assert np.abs(cell.joint_state()[1][:6] - (q0 + 0.5 * v)).max() < (1e-3 if servo == "drive" else 0.5)
+    assert lag["drive"] < 0.01 < 0.25 < lag["damped"]
+    with pytest.raises(ValueError, match="arm_servo"):
+        CellConfig(arm_servo="velocity")
 
 
 def test_same_scenario_and_commands_give_the_same_trajectory_bit_for_bit(hard):
