@@ -11,10 +11,11 @@ Per episode, on the cell's clock (the same code the nodes run, without DDS):
   produces no target (the controller holds, then its watchdog stops it);
 - every control tick (3 per camera frame, 90 Hz): `ArmHandController` (IK, smoothing, the safety
   filter, the following-error bound on the measured joints) -> the cell's JTC-style arm and hand
-  followers; measured compute time can be applied as actuation delay
-  (`CellConfig.actuation_delay_s`). The safety filter's grasp phase: the policy's align / close /
-  lift, and its approach once the palm is within `grasp_zone_m` of the object
-  (`dexh2r_control.state_machine.policy_grasp_phase`).
+  followers. The stack's measured compute time delays what perception and the policy hand the
+  controller (`--actuation-delay`: each frame's target reaches the controller perception + a
+  policy step after the frame), not the controller's own loop. The safety filter's grasp phase:
+  the policy's align / close / lift, and its approach once the palm is within `grasp_zone_m` of
+  the object (`dexh2r_control.state_machine.policy_grasp_phase`).
 
 DynamicGrasp runs with `align_style="pregrasp"` (committed goal ranked by the arm's joint travel
 time, open-hand pre-grasp, straight in, close) unless `--align paper`. Diagnostics:
@@ -30,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -95,6 +98,28 @@ class Faults:
     object_jerk_at_s: float | None = None
     object_jerk_m: float = 0.25
     object_jerk_s: float = 0.15
+
+
+class _Inbox:
+    """What perception and the policy hand the controller, delivered on arrival: the time of the
+    frame it came from plus the stack's compute latency. The controller itself (its ticks, the
+    measured joints, its commands to the robot) runs undelayed, as on the robot, where it runs at
+    its own rate beside perception and the policy. A message whose time has come is delivered at
+    once; the others in posting order, each called with its arrival time."""
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[float, Callable[[float], None]]] = deque()
+
+    def post(self, at: float, now: float, deliver: Callable[[float], None]) -> None:
+        if at <= now and not self._items:
+            deliver(now)
+            return
+        self._items.append((max(at, self._items[-1][0]) if self._items else at, deliver))
+
+    def deliver(self, now: float) -> None:
+        while self._items and self._items[0][0] <= now + 1e-9:
+            at, deliver = self._items.popleft()
+            deliver(at)
 
 
 class _JerkedTrajectory:
@@ -228,11 +253,12 @@ def run_episode(
     perception: "cameras" (rendered RGB-D -> trackers) or "truth" (the cell's true object pose with
     the object model's surface points and the true giver keypoints: a diagnostic that takes
     perception out of the loop). faults: injected faults (`Faults`); the row then has a `faults`
-    record of what happened. actuation_delay: seconds by which every command acts late in the
-    cell, or "measured": the stack's own compute latency, as it would be on the robot (the median
-    perception time of the last `DELAY_WINDOW` camera frames plus the median policy step time;
-    wall-clock, so not bit-reproducible across machines); the row's `actuation_delay_s` is the
-    median applied."""
+    record of what happened. actuation_delay: seconds by which each frame's policy target (and
+    its phase) reaches the controller after the frame (the giver keypoints for the speed and
+    separation monitoring: after perception), or "measured": the stack's own compute latency, as
+    it would be on the robot (the median perception time of the last `DELAY_WINDOW` camera frames
+    plus the median policy step time; wall-clock, so not bit-reproducible across machines); the
+    controller's own loop is not delayed. The row's `actuation_delay_s` is the median applied."""
     from dexh2r_control.controller import (
         WRIST_IK_OPTIONS,
         ArmHandController,
@@ -248,11 +274,13 @@ def run_episode(
     from dexh2r_policy.episodes import root_to_palm_at_zero
     from dexh2r_policy.grasps.stability import finger_joint_names
 
-    cell.load_scenario(scenario)
     measured_delay = actuation_delay == "measured"
     if not measured_delay and not isinstance(actuation_delay, (int, float)):
         raise ValueError(f"actuation_delay: seconds or 'measured', got {actuation_delay!r}")
-    cell.set_actuation_delay(0.0 if measured_delay else float(actuation_delay))
+    if faults is not None and (measured_delay or float(actuation_delay) > 0.0):
+        raise ValueError("faults: run without an actuation delay (the fault tests compare ticks exactly)")
+    cell.load_scenario(scenario)
+    inbox = _Inbox()
     delays: list[float] = []
     policy.reset()
     if hasattr(policy, "set_object_model"):
@@ -307,6 +335,11 @@ def run_episode(
     policy_every = max(1, round(CAMERA_HZ / POLICY_HZ))
     ticks = round(CONTROL_HZ / CAMERA_HZ) or 1
     dt = 1.0 / (CAMERA_HZ * ticks)
+    # Delays in whole control ticks, rounded up (the controller sees a message at its first tick
+    # after the arrival), and a measured one changed only when it moves by two ticks: a target a
+    # tick later than the policy period would let the controller's 100 ms watchdog brake a tick.
+    delay_ticks = None if measured_delay else math.ceil(float(actuation_delay) / dt - 1e-9)
+    keypoint_ticks = delay_ticks
     obj = None  # (stamp, pose, points)
     kp = None
     phases: list[str] = []
@@ -343,8 +376,24 @@ def run_episode(
                 if o.pose is not None and len(o.points):
                     obj = (t0, o.pose, o.points)
             timing["perception_ms"].append((time.perf_counter() - start) * 1e3)
+            if measured_delay:
+                # This frame's keypoints reach the controller after perception, its target after
+                # perception + a policy step.
+                perception_s = float(np.median(timing["perception_ms"][-DELAY_WINDOW:])) * 1e-3
+                policy_s = (
+                    float(np.median(timing["policy_ms"][-DELAY_WINDOW:])) * 1e-3
+                    if timing["policy_ms"]
+                    else 0.0
+                )
+                measured_ticks = math.ceil(min(perception_s + policy_s, MAX_ACTUATION_DELAY_S) / dt - 1e-9)
+                if delay_ticks is None or abs(measured_ticks - delay_ticks) >= 2:
+                    delay_ticks = measured_ticks
+                keypoint_ticks = min(math.ceil(perception_s / dt - 1e-9), delay_ticks)
+            delay, keypoint_delay = delay_ticks * dt, keypoint_ticks * dt
+            delays.append(delay)
             if kp is not None:
-                controller.set_keypoints(kp, t0)
+                # Stamped with the frame's time: the filter ages keypoints from when they were seen.
+                inbox.post(t0 + keypoint_delay, t0, lambda _, kp=kp, t0=t0: controller.set_keypoints(kp, t0))
             controller.set_measured(np.asarray(q_now), t0)
             if frame % policy_every == 0 and obj is not None and t0 - obj[0] <= stale_after_s:
                 q_arr = np.asarray(q_now)
@@ -362,12 +411,17 @@ def run_episode(
                     phase = target.phase
                     palm_to_object = float(np.linalg.norm(controller.palm_pose(q_arr)[:3, 3] - obj[1][:3, 3]))
                     out = handover.update(t0, phase, obj[0], palm_to_object, controller.safety.estopped)
-                    controller.set_grasp_phase(out.grasp_phase)
                     T_cmd = target.T_world_hand @ T_root_palm
                     accepted = True
                     if faults is None:
-                        controller.set_hand_target(HandTarget(t0, T_cmd, hand_q))
-                    else:
+
+                        def send(at: float, grasp=out.grasp_phase, T=T_cmd, q=hand_q) -> None:
+                            controller.set_grasp_phase(grasp)
+                            controller.set_hand_target(HandTarget(at, T, q))
+
+                        inbox.post(t0 + delay, t0, send)
+                    else:  # the fault tests: delivered at once (they run without a delay)
+                        controller.set_grasp_phase(out.grasp_phase)
                         if (
                             faults.nan_target_at_s is not None
                             and t0 >= faults.nan_target_at_s
@@ -455,18 +509,9 @@ def run_episode(
                 # As the controller node does: the cell ends the episode as a safety stop.
                 cell.report_safety_stop("e-stop (fault injection)")
                 fault_log["estop_reported"] = True
-            if measured_delay:
-                # This frame's output reaches the robot after perception + a policy step.
-                perception_s = float(np.median(timing["perception_ms"][-DELAY_WINDOW:])) * 1e-3
-                policy_s = (
-                    float(np.median(timing["policy_ms"][-DELAY_WINDOW:])) * 1e-3
-                    if timing["policy_ms"]
-                    else 0.0
-                )
-                cell.set_actuation_delay(min(perception_s + policy_s, MAX_ACTUATION_DELAY_S))
-            delays.append(cell.actuation_delay_s)
             for i in range(ticks):
                 t = t0 + i * dt
+                inbox.deliver(t)
                 cmd = controller.step(t, dt)
                 pos, vel = cmd.positions, cmd.velocities
                 if fault_log is not None:
