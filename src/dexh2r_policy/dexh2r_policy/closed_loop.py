@@ -396,6 +396,8 @@ def run_episode(
                 inbox.post(t0 + keypoint_delay, t0, lambda _, kp=kp, t0=t0: controller.set_keypoints(kp, t0))
             controller.set_measured(np.asarray(q_now), t0)
             if frame % policy_every == 0 and obj is not None and t0 - obj[0] <= stale_after_s:
+                if hasattr(policy, "latency_s"):  # its lead on a moving object covers the delay too
+                    policy.latency_s = delay
                 q_arr = np.asarray(q_now)
                 hand = HandState(controller.palm_pose(q_arr) @ T_palm_root, q_arr[robot.n_arm :][fingers])
                 start = time.perf_counter()

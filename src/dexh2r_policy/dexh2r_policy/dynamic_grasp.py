@@ -573,6 +573,9 @@ class DynamicGrasp:
         self.collision_guard = None  # set_object_surface
         self.symmetry = None  # set_object_model
         self._obj_lead = np.eye(4)  # the object `lead_frames` ahead (pregrasp-style targets)
+        # How long (s) after the observation its target acts on the robot (the stack's compute,
+        # as the caller measures it): the lead also covers it. 0: as if no compute time.
+        self.latency_s = 0.0
         if pool is not None:
             self.set_pool(pool)
         self.state = _State()
@@ -752,7 +755,8 @@ class DynamicGrasp:
             prev_obj is not None and np.linalg.norm(obj_pose[:3, 3] - prev_obj[:3, 3]) > c.lead_min_step_m
         )
         pregrasp = c.align_style == "pregrasp"  # the offline benchmark's "paper" style does not use it
-        self._obj_lead = predict_pose(obj_pose, prev_obj, c.lead_frames) if pregrasp and moving else obj_pose
+        lead = c.lead_frames + self.latency_s / c.frame_dt_s
+        self._obj_lead = predict_pose(obj_pose, prev_obj, lead) if pregrasp and moving else obj_pose
         if c.align_style == "pregrasp" and s.phase in ("align", "close"):
             return self._align_pregrasp(obj_pose, pool_world, giver, hand, target)
         if s.phase == "align":

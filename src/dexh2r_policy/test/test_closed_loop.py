@@ -616,3 +616,25 @@ def test_faults_are_injected_without_a_delay():
 
     with pytest.raises(ValueError, match="without an actuation delay"):
         run_episode(None, None, None, None, faults=Faults(), actuation_delay="measured")
+
+
+def test_the_lead_on_a_moving_object_also_covers_the_compute_latency(hs):
+    """Targets on a moving object lead it by `lead_frames` (the arm's lag) plus the caller's
+    `latency_s` (its target acts that long after the observation): an object moving 1 cm a frame
+    is met 1 cm further on per 0.1 s of latency."""
+
+    def first_align_target(latency_s: float) -> np.ndarray:
+        cfg = _rules_cfg("pregrasp", easy_radius_m=0.5, lead_frames=2.0)
+        policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+        policy.latency_s = latency_s
+        cloud = np.random.default_rng(0).normal(scale=0.03, size=(64, 3))
+        hand = HandState(_pose([0, 0, 0.2], [0.3, 0.1, 0.45]), np.zeros(22))
+        for k in range(20):
+            obj = _pose([0, 0, 0], [0.01 * k, 0.0, 0.4])
+            t = policy.step(0.1 * k, obj, cloud + obj[:3, 3], None, hand)
+            if t.phase == "align":
+                return t.T_world_hand[:3, 3]
+        raise AssertionError("never aligned")
+
+    shift = first_align_target(0.2) - first_align_target(0.0)
+    assert np.allclose(shift, [0.02, 0.0, 0.0], atol=1e-6)
