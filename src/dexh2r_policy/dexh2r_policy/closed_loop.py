@@ -35,8 +35,7 @@ import math
 import os
 import sys
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -98,28 +97,6 @@ class Faults:
     object_jerk_at_s: float | None = None
     object_jerk_m: float = 0.25
     object_jerk_s: float = 0.15
-
-
-class _Inbox:
-    """What perception and the policy hand the controller, delivered on arrival: the time of the
-    frame it came from plus the stack's compute latency. The controller itself (its ticks, the
-    measured joints, its commands to the robot) runs undelayed, as on the robot, where it runs at
-    its own rate beside perception and the policy. A message whose time has come is delivered at
-    once; the others in posting order, each called with its arrival time."""
-
-    def __init__(self) -> None:
-        self._items: deque[tuple[float, Callable[[float], None]]] = deque()
-
-    def post(self, at: float, now: float, deliver: Callable[[float], None]) -> None:
-        if at <= now and not self._items:
-            deliver(now)
-            return
-        self._items.append((max(at, self._items[-1][0]) if self._items else at, deliver))
-
-    def deliver(self, now: float) -> None:
-        while self._items and self._items[0][0] <= now + 1e-9:
-            at, deliver = self._items.popleft()
-            deliver(at)
 
 
 class _JerkedTrajectory:
@@ -268,6 +245,7 @@ def run_episode(
     )
     from dexh2r_control.safety import InvalidTargetError
     from dexh2r_control.state_machine import HandoverConfig, PolicyHandover
+    from dexh2r_core.delay_line import DelayLine
     from dexh2r_perception.hand_tracking import HandTracker
     from dexh2r_perception.object_tracking import ObjectModel, ObjectTrackingPipeline, TrackerConfig
     from dexh2r_policy.dynamic_grasp import DynamicGraspError, HandState
@@ -280,7 +258,9 @@ def run_episode(
     if faults is not None and (measured_delay or float(actuation_delay) > 0.0):
         raise ValueError("faults: run without an actuation delay (the fault tests compare ticks exactly)")
     cell.load_scenario(scenario)
-    inbox = _Inbox()
+    # What perception and the policy hand the controller arrives the compute latency after the
+    # frame; the controller itself (its ticks, the measured joints, its commands) runs undelayed.
+    inbox = DelayLine()
     delays: list[float] = []
     policy.reset()
     if hasattr(policy, "set_object_model"):

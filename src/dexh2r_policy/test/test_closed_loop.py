@@ -592,25 +592,6 @@ def test_pose_smoothing_calms_a_still_objects_jitter_and_follows_a_moving_one(hs
     assert loop_policy_config(DynamicGraspConfig(), "easy").pose_smoothing < 1.0  # on in the closed loop
 
 
-def test_compute_latency_delays_what_reaches_the_controller_not_the_controller():
-    """`--actuation-delay`: each frame's keypoints and target reach the controller that much
-    after the frame, in posting order, stamped with their arrival (the controller's watchdog ages
-    them from there); a message whose time has come is handed over at once."""
-    from dexh2r_policy.closed_loop import _Inbox
-
-    got = []
-    inbox = _Inbox()
-    inbox.post(0.0, 0.0, lambda at: got.append(("now", at)))  # no delay: delivered at once
-    assert got == [("now", 0.0)]
-    inbox.post(0.07, 0.0, lambda at: got.append(("a", at)))
-    inbox.post(0.05, 0.01, lambda at: got.append(("b", at)))  # a shorter delay never overtakes
-    inbox.post(0.02, 0.02, lambda at: got.append(("c", at)))  # due, but queued behind a and b
-    inbox.deliver(0.06)
-    assert got == [("now", 0.0)]
-    inbox.deliver(0.07)
-    assert got == [("now", 0.0), ("a", 0.07), ("b", 0.07), ("c", 0.07)]
-
-
 def test_faults_are_injected_without_a_delay():
     from dexh2r_policy.closed_loop import Faults, run_episode
 

@@ -24,7 +24,6 @@ never reads it to decide. Same scenario, seed and commands give the same traject
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from dexh2r_core.calibration import CalibrationSet, load_calibration
 from dexh2r_core.config import from_dict
+from dexh2r_core.delay_line import DelayLine
 from dexh2r_core.paths import config_path
 from dexh2r_core.robot.config import load_robot_config
 from dexh2r_core.robot.description import RobotDescription
@@ -239,7 +239,7 @@ class HandoverCell:
         mujoco.mj_resetData(m, d)
         q0 = self.robot.home()
         d.qpos[self.qpos_idx] = q0
-        self._pending: deque[tuple[float, TrajectoryFollower, JointTrajectory]] = deque()
+        self._pending = DelayLine()  # commands on their way (actuation_delay_s)
         self.arm = TrajectoryFollower(self.robot.arm_joint_names, q0[: self.robot.n_arm])
         self.hand = TrajectoryFollower(self.robot.hand_joint_names, q0[self.robot.n_arm :])
         # The giver plans its grasp on the object's geoms in the model (exact shapes, not a box).
@@ -272,16 +272,14 @@ class HandoverCell:
         """The command reaches its follower `actuation_delay_s` after now: the whole command
         stream acts that late, a controller streaming a trajectory per tick included (its
         trajectories start on receipt; each replaces the last)."""
-        if self.actuation_delay_s <= 0.0 and not self._pending:
-            follower.set_trajectory(trajectory, now=self.time)
-            return
-        validate(trajectory, follower.joint_names)  # bad input is refused now, not on arrival
         delay = self.actuation_delay_s
-        # In arrival order even when the measured delay shrinks between two commands.
-        t_act = max(self.time + delay, self._pending[-1][0] if self._pending else -np.inf)
-        if trajectory.start_time > 0:
+        if delay > 0.0 or len(self._pending):
+            validate(trajectory, follower.joint_names)  # bad input is refused now, not on arrival
+        if delay > 0.0 and trajectory.start_time > 0:
             trajectory = replace(trajectory, start_time=trajectory.start_time + delay)
-        self._pending.append((t_act, follower, trajectory))
+        self._pending.post(
+            self.time + delay, self.time, lambda at: follower.set_trajectory(trajectory, now=at)
+        )
 
     def set_actuation_delay(self, seconds: float) -> None:
         """Commands act `seconds` late from now on (the stack's measured compute latency)."""
@@ -302,9 +300,7 @@ class HandoverCell:
         self.hold_position()
 
     def _apply_ctrl(self, t: float) -> None:
-        while self._pending and self._pending[0][0] <= t + 1e-9:
-            t_act, follower, trajectory = self._pending.popleft()
-            follower.set_trajectory(trajectory, now=t_act)
+        self._pending.deliver(t)
         q_arm, v_arm, _ = self.arm.sample(t)
         q = np.concatenate([q_arm + self.arm_ff_s * v_arm, self.robot.apply_couplings(self.hand.position(t))])
         for name, value in zip(self.robot.joint_names, q, strict=True):
