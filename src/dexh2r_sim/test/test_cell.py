@@ -45,7 +45,6 @@ def test_actuation_delay_makes_commands_act_late(easy):
     stream acts exactly `delay` later, also when a controller streams one short trajectory per
     tick (each replacing the last, as the closed loop and controller_node do)."""
     dt, delay = 1.0 / 90.0, 0.08
-    names = None
     ctrl = {}
     for d in (0.0, delay):
         cell = HandoverCell(CellConfig(cameras=False))
