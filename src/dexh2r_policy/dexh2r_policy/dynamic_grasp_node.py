@@ -11,7 +11,8 @@ observation stamp + frame_dt_s; `target_stream.TargetStream`: never past the new
 `/policy/hand_target/wrist` (PoseStamped, the palm: the policy's hand-root pose times the fixed
 root -> palm transform) and `/policy/hand_target/fingers` (JointState, the 22 finger joints by
 name), both stamped with the time their pose is for, plus `/policy/state` (String, JSON, once per
-policy step: phase, frame, goal distance, step ms, step / published / stale / bad-input counts).
+policy step: phase, frame, goal distance, step ms, the compute latency its lead covers, step /
+published / stale / bad-input counts).
 
 The pool of the configured object is posed by the tracked object pose every step (it follows
 the object). Observations older than `stale_after_s` (receipt time) are not used: no new
@@ -39,6 +40,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import deque
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_core.robot.description import RobotDescription
     from dexh2r_core.ros_env import apply_ros_defaults
     from dexh2r_perception.object_tracker_node import pointcloud2_array
-    from dexh2r_policy.closed_loop import arm_reach_cost, loop_policy_config, sim_arm_speeds
+    from dexh2r_policy.closed_loop import (
+        MAX_ACTUATION_DELAY_S,
+        arm_reach_cost,
+        loop_policy_config,
+        sim_arm_speeds,
+    )
     from dexh2r_policy.dynamic_grasp import (
         DynamicGrasp,
         DynamicGraspError,
@@ -168,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     counts = {"steps": 0, "published": 0, "stale": 0, "bad": 0}
     # Two policy periods without a new target (a late step under load) and the stream stops too.
     stream = TargetStream(hold_s=2.0 / rate_hz)
+    # The compute latency the lead on a moving object covers (`DynamicGrasp.latency_s`): each
+    # step's observation age (perception and transport, from the camera frame's stamp) plus the
+    # step itself; the median over the last second, as in-process (`closed_loop.run_episode`).
+    latencies: deque[float] = deque(maxlen=max(1, round(rate_hz)))
 
     def now_s() -> float:
         return node.get_clock().now().nanoseconds * 1e-9
@@ -238,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         kp = obs["kp"]
         keypoints = kp[0] if kp is not None and now - kp[1] <= stale_after_s else None
         hand = HandState(fk.frame_pose(q) @ T_palm_root, q[finger_idx])
+        age = max(0.0, now - pose[1])
+        if latencies:
+            policy.latency_s = min(float(np.median(latencies)), MAX_ACTUATION_DELAY_S)
         t0 = time.perf_counter()
         try:
             target = policy.step(pose[1], pose[0], points[0], keypoints, hand)
@@ -248,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             publish_state({"phase": policy.phase, "error": str(exc)})
             return
         step_ms = (time.perf_counter() - t0) * 1e3
+        latencies.append(age + step_ms * 1e-3)
         counts["steps"] += 1
         # Published by the publish timer: on time-based interpolation a tick later loses nothing.
         stream.push(now_s(), target.stamp, target.T_world_hand @ T_root_palm, target.finger_q)
@@ -258,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 "goal": target.goal,
                 "distance_m": target.distance_m,
                 "step_ms": round(step_ms, 3),
+                "latency_s": round(policy.latency_s, 4),
             }
         )
 

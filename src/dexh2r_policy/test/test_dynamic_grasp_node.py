@@ -13,6 +13,7 @@ import pytest
 pytestmark = pytest.mark.ros
 
 CKPT = "checkpoints/motionnet_small.pt"  # the committed one (docs/policy_motionnet.md)
+PERCEPTION_S = 0.06  # the observations' age on arrival: their stamps are this much in the past
 
 
 def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_launcher, ros_node, tmp_path):
@@ -65,7 +66,7 @@ def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_laun
             return
         T = np.eye(4)
         T[:3, 3] = [0.65, -0.05 + 0.05 * (time.monotonic() - sim["t0"]), 0.35]  # the giver moves it
-        stamp = time.time()
+        stamp = time.time() - PERCEPTION_S  # the frame was seen this long ago
         pts = ball + T[:3, 3]
         if sim["nan"]:
             pts = np.full_like(pts, np.nan)
@@ -106,6 +107,8 @@ def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_laun
         assert np.all(np.isfinite(T)) and 0.1 < np.linalg.norm(T[:3, 3]) < 2.0
         state = json.loads(got["state"][-1].data)
         assert state["steps"] >= 10 and state["step_ms"] < 50
+        # The lead on the moving object covers the compute latency: observation age + step.
+        assert PERCEPTION_S <= state["latency_s"] < PERCEPTION_S + 0.1, state
         sim["nan"] = True  # bad input: no target, the state says why
         spin(0.5)
         n = len(got["wrist"])
