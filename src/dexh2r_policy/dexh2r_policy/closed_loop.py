@@ -712,8 +712,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.ros and args.arm_servo != "damped":
-        parser.error("--arm-servo: in-process only (sim_node runs the damped servos)")
     if args.record and not args.ros:
         parser.error("--record: only with --ros (in-process episodes carry their trace in episodes.jsonl)")
     if not args.rtf > 0.0:
@@ -853,6 +851,7 @@ def _finish(args: argparse.Namespace, rows: list[dict], mode: str, out: Path) ->
         "align": args.align,
         "grasp_zone_m": args.grasp_zone_m,
         "actuation_delay": args.actuation_delay,
+        "arm_servo": args.arm_servo,
         "scenarios": args.scenarios,
         "policy": args.policy,
         "checkpoint": args.checkpoint,
@@ -915,6 +914,7 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
                 checkpoint=args.checkpoint,
                 pools=args.pools,
                 actuation_delay_s=delay,
+                arm_servo=args.arm_servo,
                 env=env,
                 record=args.record,
             )

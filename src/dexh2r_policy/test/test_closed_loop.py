@@ -82,9 +82,6 @@ def test_summary_rates_and_bad_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # a bag per episode is for the node graph only
         main(["--record", "--json", str(tmp_path / "x.json")])
     assert exc.value.code == 2 and "--record: only with --ros" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:  # sim_node has no drive servos
-        main(["--ros", "--arm-servo", "drive", "--json", str(tmp_path / "x.json")])
-    assert exc.value.code == 2 and "--arm-servo: in-process only" in capsys.readouterr().err
 
 
 # ---- the physical goal alignment (DynamicGraspConfig.align_style = "pregrasp") ------------------
@@ -487,8 +484,25 @@ def test_the_sim_launch_file_runs_the_in_process_loop_settings():
     assert sim["antialias"] is True and sim["rgb_blur_px"] == 1.0  # closed_loop.main's CellConfig
     assert (sim["width"], sim["height"]) == (640, 360) and sim["cameras"] is True
     assert all(p.get("use_sim_time") is True for label, p in params.items() if label != "sim")
+    assert sim["arm_servo"] == "damped"  # closed_loop.main's default (--arm-servo)
     truth = load_launch(launch_file(), {"scenario": "x", "object_id": "y", "perception": "truth"})
     assert {n.label for n in truth.nodes} == {"sim", "dynamic_grasp", "controller"}
+
+
+def test_ros_episodes_run_the_servos_asked_for():
+    """`--arm-servo drive --ros`: the episode's launch gives sim_node the drive servos."""
+    from dexh2r_core.paths import config_path
+    from dexh2r_sim.scenario import load_scenarios
+    from dexh2r_sim.stack_launch import episode_launch
+
+    scenario = load_scenarios(config_path("scenarios/easy.yaml"))[0]
+    for servo in ("damped", "drive"):
+        runner, _ = episode_launch(
+            scenario, scenarios_file="scenarios/easy.yaml", mode="easy", arm_servo=servo
+        )
+        (sim,) = [n for n in runner.desc.nodes if n.label == "sim"]
+        params = {k: v for item in sim.params if isinstance(item, dict) for k, v in item.items()}
+        assert params["arm_servo"] == servo
 
 
 def test_symmetric_pool_takes_the_same_grasp_whichever_end_the_tracker_calls_up(hs):

@@ -12,12 +12,13 @@ ros2_control joint_trajectory_controller commands on `/arm_controller/joint_traj
 Bad commands (NaN, unknown joints, non-increasing times) are logged with their cause; the robot
 holds its position and the node keeps running.
 
-The closed loop over DDS (`launch/handover_sim.launch.xml`, `dexh2r eval closed-loop --ros`) sets
-`antialias` / `rgb_blur_px` (the in-process loop's camera images), `actuation_delay_s` (commands
-act this late), `wait_for_publishers` (the episode's clock starts once each of these topics has a
-publisher: the stack is up; `wait_timeout_s`, then exit 2 naming the missing ones) and, as a
-diagnostic, `truth_perception` (the true object pose, its model's
-surface points and the giver's true keypoints on `/perception/object/pose`, `.../points` and
+The closed loop over DDS (`launch/handover_sim.launch.xml`, `dexh2r eval closed-loop --ros`)
+sets `antialias` / `rgb_blur_px` (the in-process loop's camera images), `actuation_delay_s`
+(commands act this late), `arm_servo` (`damped` | `drive`: the arm's servos,
+`CellConfig.arm_servo`), `wait_for_publishers` (the episode's clock starts once each of these
+topics has a publisher: the stack is up; `wait_timeout_s`, then exit 2 naming the missing ones)
+and, as a diagnostic, `truth_perception` (the true object pose, its model's surface points and
+the giver's true keypoints on `/perception/object/pose`, `.../points` and
 `/perception/human_hand/keypoints`: the trackers are then not run). Each episode record (on
 `/sim/outcome` and in `results_dir/episodes.jsonl`) counts `limit_violations`: commands received
 with a point outside the robot description's position or velocity limits.
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     antialias = bool(p("antialias", False).value)
     rgb_blur_px = float(p("rgb_blur_px", 0.0).value)
     actuation_delay_s = float(p("actuation_delay_s", 0.0).value)
+    arm_servo = p("arm_servo", "damped").value  # CellConfig.arm_servo: damped | drive
     # A diagnostic, as `dexh2r eval closed-loop --perception truth`: the true object pose, its
     # model's surface points and the giver's true keypoints on the perception topics (no trackers).
     truth_perception = bool(p("truth_perception", False).value)
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if repeat < 0:
         node.get_logger().fatal(f"repeat: must be >= 0, got {repeat}")
         return 2
+    if arm_servo not in ("damped", "drive"):
+        node.get_logger().fatal(f"arm_servo: 'damped' or 'drive', got {arm_servo!r}")
+        return 2
     cell = HandoverCell(
         CellConfig(
             robot=robot,
@@ -107,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             antialias=antialias,
             rgb_blur_px=rgb_blur_px,
             actuation_delay_s=actuation_delay_s,
+            arm_servo=arm_servo,
         )
     )
     order = [s.name for s in scenarios]
@@ -190,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             state["model"] = ObjectModel.from_sim_object(
                 cell.sim_object, n=TrackerConfig().model_points, seed=0
             ).points
-        node.get_logger().info(f"episode {state['episode']}: scenario '{name}' ({cell.scenario.difficulty})")
+        node.get_logger().info(
+            f"episode {state['episode']}: scenario '{name}' ({cell.scenario.difficulty}), "
+            f"{arm_servo} arm servos"
+        )
 
     def wait_for_stack() -> bool:
         # The episode's clock starts once the stack is up (every topic in `wait_for_publishers`

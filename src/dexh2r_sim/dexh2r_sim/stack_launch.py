@@ -33,6 +33,7 @@ def episode_launch(
     results_dir: Path | None = None,
     record_dir: Path | None = None,
     actuation_delay_s: float = 0.0,
+    arm_servo: str = "damped",
     env: dict[str, str] | None = None,
     timeout_s: float | None = None,
     startup_s: float = 60.0,
@@ -60,6 +61,7 @@ def episode_launch(
         "results_dir": "" if results_dir is None else str(results_dir),
         "record_dir": "" if record_dir is None else str(record_dir),
         "actuation_delay_s": repr(float(actuation_delay_s)),
+        "arm_servo": arm_servo,
         "pools": pools or "",
     }
     if checkpoint:

@@ -86,3 +86,13 @@ def test_sim_node_streams_cameras_and_follows_arm_trajectories(node_launcher, ro
     back = goal - np.array([0.1, 0.0, 0.0, 0.0, 0.0, 0.1])
     pub.publish(msgs.joint_trajectory_msg(names, [1.0], [back]))
     _wait_until_close(ros_node, names, back, tol=1e-3)
+
+
+def test_sim_node_refuses_unknown_arm_servos(node_launcher):
+    """A wrong `arm_servo` is a start-up error naming the parameter (exit code 2), not a default."""
+    sim = node_launcher.start("sim_node", params={"arm_servo": "velocity", "cameras": False})
+    sim.wait_for_log(r"arm_servo: 'damped' or 'drive', got 'velocity'", timeout=60)
+    deadline = time.monotonic() + 30
+    while sim.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sim.returncode == 2, sim.log_tail()
