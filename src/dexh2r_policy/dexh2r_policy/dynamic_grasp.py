@@ -27,7 +27,8 @@ Per step (method doc §3.2-3.3; frame = one call):
 `align_style="pregrasp"` (the closed loop's, `dexh2r eval closed-loop`; the default "paper" is
 steps 5-6 above, which the offline benchmark keeps) replaces 5-6 for a physical robot: at the
 switch it commits to one goal (grasps on the far side of the object from the giver's hand, whose
-hand clears the giver by `align_clearance_m` at the grasp and, opened, at the pre-grasp; ranked
+hand clears the giver by `align_clearance_m` at the grasp and, opened, at the pre-grasp and at
+the grasp, where it arrives open; ranked
 by `reach_cost` when the caller gives one, else by rotation) and keeps it unless the giver's hand
 comes to block it; the fingers open (`open_rad`); the hand goes to a pre-grasp `pregrasp_m`
 further out from the object's centre, then straight in, on waypoints in the object frame that
@@ -878,7 +879,7 @@ class DynamicGrasp:
 
     def _clearance(self, idx: np.ndarray, obj_pose: np.ndarray, giver: np.ndarray) -> np.ndarray:
         """Smallest distance (m) from grasp idx's hand (closed, at the grasp) and open hand (at
-        the pre-grasp) to the giver points."""
+        the pre-grasp, and at the grasp, where it arrives open and closes) to the giver points."""
         if self.pool_points_open is None:
             self.pool_points_open = self.hand_surface.points_batch(
                 self.open_hand(self.pool.finger_q, self.pool.pinch)
@@ -888,6 +889,7 @@ class DynamicGrasp:
         for T, P in (
             (self.pool.T_obj_hand[idx], self.pool_points[idx]),
             (pre, self.pool_points_open[idx]),
+            (self.pool.T_obj_hand[idx], self.pool_points_open[idx]),
         ):
             W = from_frame(obj_pose[None] @ T, P)  # [C, S, 3]
             gap = np.sqrt(((W[:, :, None, :] - giver[None, None]) ** 2).sum(-1)).min(axis=(1, 2))
@@ -899,7 +901,7 @@ class DynamicGrasp:
         object from the giver's hand (the cosine between object centre -> hand root and object
         centre -> giver centroid at most -`giver_opposite_cos`) and that turn the hand at most
         `max_goal_rotation_rad` (all if none), the 2 top_k nearest of those by translation, the
-        ones whose hand (grasp, and open hand at the pre-grasp) clears the giver by
+        ones whose hand (closed at the grasp, open at the pre-grasp and at the grasp) clears the giver by
         `align_clearance_m` (none: those within 5 mm of the largest clearance), then the lowest
         `reach_cost` if given, else the smallest rotation. Without keypoints the run-time rule
         (`select_target`). Either way never a goal abandoned before (`tried`: jammed)."""

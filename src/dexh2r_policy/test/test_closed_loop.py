@@ -350,6 +350,28 @@ def test_committed_goal_survives_keypoint_noise_but_not_a_blocking_hand(hs):
     assert goals[-1] != state["committed"]  # blocked for 3 frames: replaced
 
 
+def test_goal_clearance_checks_the_open_hand_where_it_closes(hs):
+    """The hand goes in open and closes at the grasp: a giver point next to the open hand there
+    (but clear of the closed hand at the grasp and of the open hand at the pre-grasp) makes the
+    grasp a blocked goal."""
+    from dexh2r_policy.dynamic_grasp import from_frame
+
+    cfg = _cfg("pregrasp")
+    policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+    obj, g = _pose([0, 0, 0], [0.5, 0.0, 0.4]), 0
+    policy._clearance(np.array([g]), obj, np.zeros((1, 3)) + 10.0)  # builds the open hand's points
+    at = obj @ policy.pool.T_obj_hand[g]
+    closed = from_frame(at[None], policy.pool_points[[g]])[0]
+    open_at_grasp = from_frame(at[None], policy.pool_points_open[[g]])[0]
+    open_at_pre = from_frame((obj @ policy.pregrasp(g))[None], policy.pool_points_open[[g]])[0]
+    others = np.concatenate([closed, open_at_pre])
+    far = np.linalg.norm(open_at_grasp[:, None] - others[None], axis=-1).min(axis=1)
+    k = int(np.argmax(far))
+    assert far[k] > 0.02  # the open fingers reach where neither other hand is
+    giver = open_at_grasp[k][None] + np.array([[0.0, 0.0, 0.002]])
+    assert policy._clearance(np.array([g]), obj, giver)[0] < 0.005
+
+
 # ---- the pregrasp style's stall switch and jam back-out (DynamicGraspConfig.stall_*, jam_*) ----
 
 
