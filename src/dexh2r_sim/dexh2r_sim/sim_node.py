@@ -98,11 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if repeat < 0:
         node.get_logger().fatal(f"repeat: must be >= 0, got {repeat}")
         return 2
-    if arm_servo not in ("damped", "drive"):
-        node.get_logger().fatal(f"arm_servo: 'damped' or 'drive', got {arm_servo!r}")
-        return 2
-    cell = HandoverCell(
-        CellConfig(
+    try:  # CellConfig checks its values (e.g. arm_servo): a wrong parameter is named, exit 2
+        config = CellConfig(
             robot=robot,
             hand=hand,
             physics_hz=physics_hz,
@@ -114,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             actuation_delay_s=actuation_delay_s,
             arm_servo=arm_servo,
         )
-    )
+    except ValueError as exc:
+        node.get_logger().fatal(f"sim_node: {exc}")
+        return 2
+    cell = HandoverCell(config)
     order = [s.name for s in scenarios]
     state = {
         "index": order.index(scenario_name) if scenario_name else 0,

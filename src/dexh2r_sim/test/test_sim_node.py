@@ -91,7 +91,7 @@ def test_sim_node_streams_cameras_and_follows_arm_trajectories(node_launcher, ro
 def test_sim_node_refuses_unknown_arm_servos(node_launcher):
     """A wrong `arm_servo` is a start-up error naming the parameter (exit code 2), not a default."""
     sim = node_launcher.start("sim_node", params={"arm_servo": "velocity", "cameras": False})
-    sim.wait_for_log(r"arm_servo: 'damped' or 'drive', got 'velocity'", timeout=60)
+    sim.wait_for_log(r"arm_servo: must be 'drive' or 'damped', got 'velocity'", timeout=60)
     deadline = time.monotonic() + 30
     while sim.alive() and time.monotonic() < deadline:
         time.sleep(0.1)
