@@ -251,6 +251,7 @@ def run_episode(
     from dexh2r_policy.dynamic_grasp import DynamicGraspError, HandState
     from dexh2r_policy.episodes import root_to_palm_at_zero
     from dexh2r_policy.grasps.stability import finger_joint_names
+    from dexh2r_policy.target_stream import TargetStream
 
     measured_delay = actuation_delay == "measured"
     if not measured_delay and not isinstance(actuation_delay, (int, float)):
@@ -262,6 +263,17 @@ def run_episode(
     # frame; the controller itself (its ticks, the measured joints, its commands) runs undelayed.
     inbox = DelayLine()
     delays: list[float] = []
+    # As dynamic_grasp_node publishes them: each policy target as it arrives, repeated at 30 Hz
+    # until the next one (a compute step that grows does not starve the controller's watchdog),
+    # and nothing two policy periods after the last one (the watchdog then holds). The fault
+    # tests hand targets over directly (their checks count ticks from the last target).
+    stream = TargetStream(hold_s=2.0 / POLICY_HZ)
+
+    def publish(t: float) -> None:
+        sample = stream.sample(t)
+        if sample is not None:
+            controller.set_hand_target(HandTarget(t, sample.T, sample.q))
+
     policy.reset()
     if hasattr(policy, "set_object_model"):
         policy.set_object_model(cell.sim_object)
@@ -327,6 +339,7 @@ def run_episode(
     timing = {"perception_ms": [], "policy_ms": []}
     errors = 0
     violations = 0  # ticks whose command leaves the robot's position or velocity limits
+    watchdog_ticks = 0  # ticks the controller braked for a stale target (none arrived in time)
     frame = 0
     try:
         while cell.outcome is None:
@@ -386,6 +399,7 @@ def run_episode(
                 except DynamicGraspError:
                     errors += 1
                     target = None
+                    inbox.post(t0 + delay, t0, lambda _: stream.silence())  # as the node: at once
                 timing["policy_ms"].append((time.perf_counter() - start) * 1e3)
                 if target is not None:
                     hand_q = np.zeros(robot.n_hand)
@@ -397,9 +411,10 @@ def run_episode(
                     accepted = True
                     if faults is None:
 
-                        def send(at: float, grasp=out.grasp_phase, T=T_cmd, q=hand_q) -> None:
+                        def send(at: float, grasp=out.grasp_phase, T=T_cmd, q=hand_q, due=target.stamp):
                             controller.set_grasp_phase(grasp)
-                            controller.set_hand_target(HandTarget(at, T, q))
+                            stream.push(at, due, T, q)
+                            publish(at)
 
                         inbox.post(t0 + delay, t0, send)
                     else:  # the fault tests: delivered at once (they run without a delay)
@@ -439,6 +454,7 @@ def run_episode(
                             ),
                             "object_error_m": float(np.linalg.norm(obj[1][:3, 3] - T_true[:3, 3])),
                             "object_age_s": round(t0 - obj[0], 3),
+                            "delay_s": round(delay, 4),  # this target's compute delay
                             "goal_to_command_rad": float(
                                 np.abs(controller.state.goal - controller.safety.q).max()
                             )
@@ -466,6 +482,7 @@ def run_episode(
                 )
                 controller.set_grasp_phase(out.grasp_phase)
                 if out.mode == "retreat":
+                    stream.silence()
                     controller.set_hand_target(
                         HandTarget(t0, handover.retreat_pose(controller.palm_pose()), None)
                     )
@@ -494,6 +511,8 @@ def run_episode(
             for i in range(ticks):
                 t = t0 + i * dt
                 inbox.deliver(t)
+                if i == 0 and faults is None:  # the policy node's 30 Hz publish timer
+                    publish(t)
                 cmd = controller.step(t, dt)
                 pos, vel = cmd.positions, cmd.velocities
                 if fault_log is not None:
@@ -503,6 +522,9 @@ def run_episode(
                     if _fault_started(faults, t):
                         ticks_after.append((t, pos.copy(), bool(np.all(vel == 0.0))))
                 violations += int(robot.out_of_limits(pos, vel))
+                # (a stale target, not the wait for the first one)
+                stale = controller.safety.status.watchdog and controller.state.target_stamp > -np.inf
+                watchdog_ticks += int(stale)
                 arm, hand_traj = command_trajectories(robot, cmd, dt)
                 cell.command_arm(arm)
                 cell.command_hand(hand_traj)
@@ -541,6 +563,7 @@ def run_episode(
         "last_phase": phases[-1] if phases else None,
         "policy_errors": errors,
         "limit_violations": violations,
+        "watchdog_ticks": watchdog_ticks,
         "perception_ms_p95": float(np.percentile(timing["perception_ms"], 95))
         if timing["perception_ms"]
         else None,

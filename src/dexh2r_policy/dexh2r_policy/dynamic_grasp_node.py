@@ -4,10 +4,11 @@ Subscribes `/perception/object/pose` (PoseStamped) and `/perception/object/point
 world) from `object_tracker_node`, `/perception/human_hand/keypoints` (PoseArray, optional: the
 giver filter) and `/joint_states` (the robot hand's current pose, by forward kinematics). At the
 policy rate (`rate_hz`, the rate the checkpoint was trained at: 10 Hz for the sim episodes) it
-runs one `DynamicGrasp.step` on the newest observation; at `publish_rate_hz` (30 Hz, what the
-controller's 0.1 s watchdog expects) it publishes the target the controller tracks, interpolated
-from the last published target to the newest policy target along the target's stamp (the
-observation stamp + frame_dt_s; `target_stream.TargetStream`: never past the newest target):
+runs one `DynamicGrasp.step` on the newest observation and publishes its target at once; at
+`publish_rate_hz` (30 Hz, what the controller's 0.1 s watchdog expects) it publishes it again
+until the next one (`target_stream.TargetStream`; with `interpolate_targets:=true` the way from
+the last published target to the newest one along its stamp, the observation stamp +
+frame_dt_s: smoother, up to a policy period later; never past the newest target):
 `/policy/hand_target/wrist` (PoseStamped, the palm: the policy's hand-root pose times the fixed
 root -> palm transform) and `/policy/hand_target/fingers` (JointState, the 22 finger joints by
 name), both stamped with the time their pose is for, plus `/policy/state` (String, JSON, once per
@@ -29,7 +30,7 @@ checkpoint's data.pools), `object_id`, `object_scale` (that scale's pools when t
 `mode` (easy | hard), `style` (checkpoint: the checkpoint's policy config | closed_loop: the
 closed loop's, `closed_loop.loop_policy_config`, as `dexh2r eval closed-loop` runs in-process),
 `reach_cost` (none | sim_arm: the committed goal ranked by the sim arm's joint travel time),
-`rate_hz` (10), `publish_rate_hz` (30),
+`rate_hz` (10), `publish_rate_hz` (30), `interpolate_targets` (false),
 `stale_after_s`, `collision_guard` (checkpoint | on | off: the approach targets' guard out of the
 object, `DynamicGraspConfig.collision_guard`; default the checkpoint's policy config; on needs
 the object's model in the object library), `robot`, `frame_id`, topic names.
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = p("mode", "easy").value
     rate_hz = float(p("rate_hz", 10.0).value)
     publish_rate_hz = float(p("publish_rate_hz", 30.0).value)
+    interpolate_targets = bool(p("interpolate_targets", False).value)
     stale_after_s = float(p("stale_after_s", 0.3).value)
     robot_name = p("robot", "ur5_shadow").value
     frame_id = p("frame_id", "world").value
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     obs: dict = {"pose": None, "points": None, "kp": None, "q": None}
     counts = {"steps": 0, "published": 0, "stale": 0, "bad": 0}
     # Two policy periods without a new target (a late step under load) and the stream stops too.
-    stream = TargetStream(hold_s=2.0 / rate_hz)
+    stream = TargetStream(hold_s=2.0 / rate_hz, interpolate=interpolate_targets)
     # The compute latency the lead on a moving object covers (`DynamicGrasp.latency_s`): each
     # step's observation age (perception and transport, from the camera frame's stamp) plus the
     # step itself; the median over the last second, as in-process (`closed_loop.run_episode`).
@@ -264,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         step_ms = (time.perf_counter() - t0) * 1e3
         latencies.append(age + step_ms * 1e-3)
         counts["steps"] += 1
-        # Published by the publish timer: on time-based interpolation a tick later loses nothing.
+        # Published at once (the timer repeats it): a target that waits for the timer acts up
+        # to a publish period later.
         stream.push(now_s(), target.stamp, target.T_world_hand @ T_root_palm, target.finger_q)
+        publish_target()
         publish_state(
             {
                 "phase": target.phase,

@@ -1,11 +1,16 @@
 """Policy targets at the policy rate -> a faster target stream for the controller (ROS-free).
 
 The policy steps at its training rate (10 Hz for MotionNet) but the controller's watchdog expects
-a target every few tens of milliseconds (0.1 s: a 30 Hz stream). `TargetStream` fills the gap:
-each policy target is stamped for when the hand should be there (`observation stamp +
-frame_dt_s`), and between policy steps `sample(now)` returns the pose on the way from the last
+a target every few tens of milliseconds (0.1 s: a 30 Hz stream). `TargetStream` fills the gap.
+By default (`interpolate=False`) it hands the newest policy target over as soon as it is pushed
+and repeats it until the next one: the controller's own interpolation smooths the steps, and a
+step later than the policy period (a slower compute step) does not starve its watchdog. With
+`interpolate=True` each policy target is stamped for when the hand should be there
+(`observation stamp + frame_dt_s`), and `sample(now)` returns the pose on the way from the last
 sample to the newest target at time `now` (translation lerp + rotation slerp for the wrist,
-linear for the fingers). It never extrapolates: once `now` passes the target's stamp it holds the
+linear for the fingers): smoother, but the target is reached only at its stamp, up to a policy
+period later (in the closed loop: hard-set success 0.18 -> 0.10 with true poses, 50 episodes,
+docs/closed_loop.md). Neither extrapolates: once `now` passes the target's stamp it holds the
 target, stamped `now` (the pose for now: the controller's watchdog measures the stream's
 freshness, and a held target ends `hold_s` after its push). When the policy goes silent
 (`silence()`, or no new target for `hold_s`) it returns None, so the caller stops publishing
@@ -13,6 +18,7 @@ and the controller's watchdog holds the robot.
 
     stream = TargetStream(hold_s=0.2)
     stream.push(now, target.stamp, T_world_palm, finger_q)   # each policy step with a target
+    publish(stream.sample(now))                               # at once, then on the publish timer
     stream.silence()                                          # each policy step without one
     sample = stream.sample(now)                               # each publish tick; None: publish nothing
 """
@@ -43,12 +49,13 @@ def interpolate(a: StreamSample, b: StreamSample, t: float) -> StreamSample:
 
 
 class TargetStream:
-    """Interpolates from the last sample to the newest policy target; silent without a target."""
+    """The newest policy target (or the way to it, `interpolate`) at any time; silent without one."""
 
-    def __init__(self, hold_s: float) -> None:
+    def __init__(self, hold_s: float, interpolate: bool = False) -> None:
         if not hold_s > 0.0:
             raise ValueError(f"hold_s must be > 0, got {hold_s}")
         self.hold_s = float(hold_s)
+        self.interpolate = bool(interpolate)
         self._start: StreamSample | None = None  # where the current segment starts
         self._goal: StreamSample | None = None  # the newest policy target
         self._pushed_at = 0.0  # caller's clock when the goal arrived
@@ -63,9 +70,10 @@ class TargetStream:
         # A stamp far ahead (clock offset between perception and this node) would freeze the
         # stream near its start: no target is due later than one hold period from now.
         goal = StreamSample(min(float(stamp), now + self.hold_s), np.array(T, float), np.array(q, float))
-        # Continue from what was last published, so the stream has no jump; after a silence
-        # there is nothing to continue from (the robot braked somewhere else): start at the goal.
-        self._start = self._last if self._last is not None else goal
+        # Interpolating: continue from what was last published, so the stream has no jump; after a
+        # silence there is nothing to continue from (the robot braked somewhere else): start at
+        # the goal. Not interpolating: the goal at once.
+        self._start = self._last if self._last is not None and self.interpolate else goal
         self._goal = goal
         self._pushed_at = now
 

@@ -655,3 +655,55 @@ def test_the_lead_on_a_moving_object_also_covers_the_compute_latency(hs):
 
     shift = first_align_target(0.2) - first_align_target(0.0)
     assert np.allclose(shift, [0.02, 0.0, 0.0], atol=1e-6)
+
+
+class _SlowingPolicy:
+    """Holds the hand where it is; its steps take `slow_s` of wall time from `slow_from` on, so the
+    loop's measured compute delay grows by several control ticks mid-episode."""
+
+    def __init__(self, slow_from: int, slow_s: float) -> None:
+        self.slow_from, self.slow_s, self.n = slow_from, slow_s, 0
+
+    def reset(self) -> None:
+        self.n = 0
+
+    def step(self, stamp, obj_pose, obj_points, keypoints, hand):
+        import time
+
+        from dexh2r_policy.dynamic_grasp import HandTarget
+
+        self.n += 1
+        if self.n >= self.slow_from:
+            time.sleep(self.slow_s)
+        return HandTarget(stamp + 0.1, hand.T_world_hand, hand.finger_q, "approach", self.n)
+
+
+def test_targets_stream_to_the_controller_through_a_growing_delay():
+    """As dynamic_grasp_node publishes them (`TargetStream`, 30 Hz): when the measured compute
+    delay grows mid-episode, the controller still gets a target within its watchdog timeout.
+    Handed over at the policy's 10 Hz, a delay that grew by two ticks left a gap longer than the
+    100 ms watchdog, which braked the arm."""
+    from dataclasses import replace
+
+    from dexh2r_core.paths import config_path
+    from dexh2r_policy.closed_loop import run_episode
+    from dexh2r_sim.cell import CellConfig, HandoverCell
+    from dexh2r_sim.scenario import load_scenarios
+
+    scenario = replace(load_scenarios(config_path("config/scenarios/easy.yaml"))[0], time_limit_s=3.0)
+    cell = HandoverCell(CellConfig(cameras=True))  # the trackers want the calibration; no rendering
+    try:
+        row = run_episode(
+            cell,
+            scenario,
+            _SlowingPolicy(slow_from=8, slow_s=0.06),
+            cell.robot,
+            perception="truth",
+            actuation_delay="measured",
+        )
+    finally:
+        cell.close()
+    delays = [s["delay_s"] for s in row["trace"]]
+    assert max(delays) - min(delays) >= 0.04, "the measured delay grew by several ticks"
+    assert row["watchdog_ticks"] == 0
+    assert row["limit_violations"] == 0

@@ -1,4 +1,5 @@
-"""TargetStream: 10 Hz policy targets -> an interpolated stream; no extrapolation; silent on silence."""
+"""TargetStream: 10 Hz policy targets -> a 30 Hz stream (held or interpolated); no extrapolation;
+silent on silence."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def yaw_deg(T: np.ndarray) -> float:
 
 
 def test_interpolates_along_the_stamps_between_the_last_sample_and_the_newest_target() -> None:
-    stream = TargetStream(hold_s=0.2)
+    stream = TargetStream(hold_s=0.2, interpolate=True)
     stream.push(now=10.0, stamp=10.0, T=pose(0.0, 0.0), q=np.zeros(3))
     first = stream.sample(10.0)
     assert first is not None and first.stamp == 10.0 and first.T[0, 3] == 0.0
@@ -37,7 +38,7 @@ def test_interpolates_along_the_stamps_between_the_last_sample_and_the_newest_ta
 
 
 def test_never_extrapolates_past_the_newest_target() -> None:
-    stream = TargetStream(hold_s=0.2)
+    stream = TargetStream(hold_s=0.2, interpolate=True)
     stream.push(now=0.0, stamp=0.0, T=pose(0.0, 0.0), q=np.zeros(2))
     stream.sample(0.0)
     stream.push(now=0.0, stamp=0.1, T=pose(0.1, 20.0), q=np.ones(2))
@@ -49,7 +50,7 @@ def test_never_extrapolates_past_the_newest_target() -> None:
 
 
 def test_a_new_target_continues_from_the_last_sample_without_a_jump() -> None:
-    stream = TargetStream(hold_s=0.2)
+    stream = TargetStream(hold_s=0.2, interpolate=True)
     stream.push(now=0.0, stamp=0.0, T=pose(0.0, 0.0), q=np.zeros(1))
     stream.sample(0.0)
     stream.push(now=0.0, stamp=0.1, T=pose(0.1, 0.0), q=np.ones(1))
@@ -64,7 +65,7 @@ def test_a_new_target_continues_from_the_last_sample_without_a_jump() -> None:
 
 
 def test_a_target_already_due_is_published_as_is() -> None:
-    stream = TargetStream(hold_s=0.2)
+    stream = TargetStream(hold_s=0.2, interpolate=True)
     stream.push(now=1.0, stamp=1.0, T=pose(0.0, 0.0), q=np.zeros(1))
     stream.sample(1.0)
     stream.push(now=1.2, stamp=1.15, T=pose(0.2, 10.0), q=np.ones(1))  # latency > frame_dt
@@ -73,7 +74,7 @@ def test_a_target_already_due_is_published_as_is() -> None:
 
 
 def test_stops_when_the_policy_goes_silent_and_restarts_at_the_next_target() -> None:
-    stream = TargetStream(hold_s=0.2)
+    stream = TargetStream(hold_s=0.2, interpolate=True)
     assert stream.sample(0.0) is None  # nothing before the first target
     stream.push(now=0.0, stamp=0.1, T=pose(0.1, 0.0), q=np.zeros(1))
     assert stream.sample(0.03) is not None
@@ -95,7 +96,7 @@ def test_stops_when_no_new_target_arrives_within_hold_s() -> None:
 
 
 def test_a_stamp_far_ahead_is_clamped_to_one_hold_period() -> None:
-    stream = TargetStream(hold_s=0.2)
+    stream = TargetStream(hold_s=0.2, interpolate=True)
     stream.push(now=0.0, stamp=0.0, T=pose(0.0, 0.0), q=np.zeros(1))
     stream.sample(0.0)
     stream.push(now=0.0, stamp=100.0, T=pose(0.2, 0.0), q=np.zeros(1))  # clock offset
@@ -111,3 +112,16 @@ def test_interpolate_clamps_before_the_start_and_rejects_bad_hold() -> None:
     assert yaw_deg(interpolate(a, b, 1.5).T) == pytest.approx(45.0)
     with pytest.raises(ValueError, match="hold_s"):
         TargetStream(hold_s=0.0)
+
+
+def test_by_default_each_target_is_handed_over_at_once_and_held_until_the_next() -> None:
+    """The default (the closed loop and dynamic_grasp_node): no interpolation lag."""
+    stream = TargetStream(hold_s=0.2)
+    stream.push(now=0.0, stamp=0.1, T=pose(0.0, 0.0), q=np.zeros(1))
+    stream.sample(0.0)
+    stream.push(now=0.07, stamp=0.2, T=pose(0.1, 30.0), q=np.ones(1))  # due at 0.2, here at 0.07
+    for now in (0.07, 0.1, 0.2, 0.25):
+        s = stream.sample(now)
+        assert s is not None and np.allclose(s.T, pose(0.1, 30.0)) and s.q == pytest.approx([1.0])
+        assert s.stamp == pytest.approx(max(now, 0.2))  # for its time, or for now once past it
+    assert stream.sample(0.28) is None  # hold_s after the push: the policy stalled
