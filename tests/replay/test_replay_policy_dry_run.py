@@ -270,7 +270,11 @@ def test_replay_drives_tracker_policy_and_dry_run_controller(tmp_path, ros_node,
     rows = []
     for (w, w_rx), (f, _), state in zip(wrists, fingers, targets, strict=True):
         t = stamp_ns(w) * 1e-9
-        assert bag_t0 <= t <= bag_t1, f"target stamp {t:.3f} s outside the bag's clock {bag_t0}..{bag_t1}"
+        # Stamped with the time the pose is for: a target published as soon as its step ends is
+        # for the next policy frame, up to one policy period past the clock (TargetStream).
+        assert bag_t0 <= t <= bag_t1 + 1.0 / POLICY_HZ + 1e-6, (
+            f"target stamp {t:.3f} s outside the bag's clock {bag_t0}..{bag_t1} (+ a policy period)"
+        )
         assert stamp_ns(f) == stamp_ns(w) and list(f.name) == finger_names
         p = np.array([w.pose.position.x, w.pose.position.y, w.pose.position.z])
         q = np.array(f.position)
