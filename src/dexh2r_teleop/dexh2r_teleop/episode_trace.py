@@ -12,7 +12,8 @@ with the in-process loop frame by frame (docs/closed_loop.md): every `every_s` o
                           its symmetry axis reads 90 deg, which grasps do not mind)
     object_age_s          t minus that stamp
     palm_to_object_m      the true palm (`/sim/robot/palm`) to the true object
-    palm_to_target_m / _deg  the palm to the newest wrist target (`/policy/hand_target/wrist`)
+    palm_to_target_m / _deg  the palm to the newest wrist target (`/policy/hand_target/wrist`) by
+                          stamp: the one due by t (a target is stamped for the next policy frame)
     giver, giver_support  the giver's state and the share of the object's weight it carries
                           (`/sim/state`; null once released)
     contact_n             the largest robot-giver contact force since the last row
