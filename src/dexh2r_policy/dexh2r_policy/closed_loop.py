@@ -7,8 +7,10 @@ Per episode, on the cell's clock (the same code the nodes run, without DDS):
   the keypoints also feed the controller's speed and separation monitoring;
 - every policy frame (`rate_hz`, the checkpoint's 10 Hz): `DynamicGrasp.step` on the newest
   tracked object (MotionNet re-planning, goal alignment, close and lift) -> a palm target + finger
-  joints (the hand-root target times the fixed root -> palm transform); a lost or stale object
-  produces no target (the controller holds, then its watchdog stops it);
+  joints (the hand-root target times the fixed root -> palm transform), handed to the controller
+  through `TargetStream` as `dynamic_grasp_node` publishes it (on arrival, then every camera frame
+  until the next); a lost or stale object produces no target (the stream holds the last one for
+  two policy periods, then stops, and the controller's watchdog stops the arm);
 - every control tick (3 per camera frame, 90 Hz): `ArmHandController` (IK, smoothing, the safety
   filter, the following-error bound on the measured joints) -> the cell's JTC-style arm and hand
   followers. The stack's measured compute time delays what perception and the policy hand the
