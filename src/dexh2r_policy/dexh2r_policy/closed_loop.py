@@ -73,6 +73,13 @@ GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zon
 # of the test machine must not look like a robot that lags by seconds).
 DELAY_WINDOW = 30
 MAX_ACTUATION_DELAY_S = 0.25
+# Measured delay with cameras: a camera frame reaches the stack this long after its exposure
+# (its stamp). Rendering the sim cameras is not the stack's compute and its cost is the
+# machine's (software OpenGL here: ~45 ms for the two cameras), so it is left out of the
+# measurement and this stands in for it. A D435i's 30 Hz colour stream reaches a ROS node
+# 38-40 ms after its stamp (realsense-ros issue 2498, the driver's frame_latency tool); a D435's
+# 1080p 15 Hz colour stream 66 ms, its depth 9 ms (realsense-ros issue 2686).
+CAMERA_LATENCY_S = 0.04
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,7 @@ def run_episode(
     reach_speeds: Any = None,
     faults: Faults | None = None,
     actuation_delay: float | str = 0.0,
+    camera_latency_s: float = CAMERA_LATENCY_S,
 ) -> dict:
     """One handover through perception, DynamicGrasp and the controller; returns its record.
 
@@ -235,9 +243,11 @@ def run_episode(
     record of what happened. actuation_delay: seconds by which each frame's policy target (and
     its phase) reaches the controller after the frame (the giver keypoints for the speed and
     separation monitoring: after perception), or "measured": the stack's own compute latency, as
-    it would be on the robot (the median perception time of the last `DELAY_WINDOW` camera frames
-    plus the median policy step time; wall-clock, so not bit-reproducible across machines); the
-    controller's own loop is not delayed. The row's `actuation_delay_s` is the median applied."""
+    it would be on the robot (with cameras `camera_latency_s`, the camera's own latency, plus the
+    median time of the trackers over the last `DELAY_WINDOW` camera frames, not counting the
+    rendering of the sim cameras; plus the median policy step time; wall-clock, so not
+    bit-reproducible across machines); the controller's own loop is not delayed. The row's
+    `actuation_delay_s` is the median applied."""
     from dexh2r_control.controller import (
         WRIST_IK_OPTIONS,
         ArmHandController,
@@ -338,7 +348,10 @@ def run_episode(
     kp = None
     phases: list[str] = []
     trace: list[dict] = []  # per policy step: phase, goal distance, tracking error of the palm
-    timing = {"perception_ms": [], "policy_ms": []}
+    # perception_ms: the trackers (with cameras, after rendering the sim cameras: render_ms, which
+    # the measured delay replaces by camera_latency_s; docs/closed_loop.md, session 13).
+    timing = {"perception_ms": [], "policy_ms": [], "render_ms": []}
+    camera_s = camera_latency_s if perception == "cameras" else 0.0
     errors = 0
     violations = 0  # ticks whose command leaves the robot's position or velocity limits
     watchdog_ticks = 0  # ticks the controller braked for a stale target (none arrived in time)
@@ -362,6 +375,9 @@ def run_episode(
                 tracked = True
             else:
                 frames = cell.render()
+                rendered = time.perf_counter()
+                timing["render_ms"].append((rendered - start) * 1e3)
+                start = rendered
                 est = hand_tracker.process(t0, {f.name: (f.rgb, f.depth_mm) for f in frames})
                 kp = None if est is None else est.keypoints
                 o = tracker.process(
@@ -372,9 +388,9 @@ def run_episode(
                     obj = (t0, o.pose, o.points)
             timing["perception_ms"].append((time.perf_counter() - start) * 1e3)
             if measured_delay:
-                # This frame's keypoints reach the controller after perception, its target after
-                # perception + a policy step.
-                perception_s = float(np.median(timing["perception_ms"][-DELAY_WINDOW:])) * 1e-3
+                # This frame's keypoints reach the controller after the camera's latency and
+                # perception, its target after those and a policy step.
+                perception_s = camera_s + float(np.median(timing["perception_ms"][-DELAY_WINDOW:])) * 1e-3
                 policy_s = (
                     float(np.median(timing["policy_ms"][-DELAY_WINDOW:])) * 1e-3
                     if timing["policy_ms"]
@@ -570,6 +586,8 @@ def run_episode(
         if timing["perception_ms"]
         else None,
         "policy_ms_p95": float(np.percentile(timing["policy_ms"], 95)) if timing["policy_ms"] else None,
+        # medians: what the measured delay is made of (render_ms: the sim cameras, a camera's latency)
+        **{f"{k}_p50": float(np.median(v)) if v else None for k, v in timing.items()},
         "actuation_delay_s": float(np.median(delays)) if delays else 0.0,
         "trace": trace,
         **extra,
@@ -706,7 +724,15 @@ def main(argv: list[str] | None = None) -> int:
         "--actuation-delay",
         default="measured",
         help="commands act this late in the cell: seconds, or 'measured' (default): the stack's "
-        "compute latency as measured in the loop (perception + policy step, medians over 1 s)",
+        "latency as measured in the loop (with cameras --camera-latency + the trackers, not the "
+        "sim's rendering; + the policy step; medians over 1 s)",
+    )
+    parser.add_argument(
+        "--camera-latency",
+        type=float,
+        default=CAMERA_LATENCY_S,
+        help="with cameras and a measured delay: seconds from a frame's exposure to the stack "
+        f"(default {CAMERA_LATENCY_S}: a RealSense D435's 30 Hz colour stream)",
     )
     parser.add_argument(
         "--ros",
@@ -741,6 +767,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--record: only with --ros (in-process episodes carry their trace in episodes.jsonl)")
     if not args.rtf > 0.0:
         print(f"dexh2r eval closed-loop: --rtf: must be > 0, got {args.rtf}", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.camera_latency <= 0.2:
+        print(
+            f"dexh2r eval closed-loop: --camera-latency: seconds in [0, 0.2], got {args.camera_latency}",
+            file=sys.stderr,
+        )
         return 2
     if args.actuation_delay != "measured":
         try:
@@ -856,6 +888,7 @@ def main(argv: list[str] | None = None) -> int:
                     grasp_zone_m=args.grasp_zone_m,
                     reach_speeds=arm_speeds if args.align == "pregrasp" else None,
                     actuation_delay=args.actuation_delay,
+                    camera_latency_s=args.camera_latency,
                 )
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")
@@ -876,6 +909,9 @@ def _finish(args: argparse.Namespace, rows: list[dict], mode: str, out: Path) ->
         "align": args.align,
         "grasp_zone_m": args.grasp_zone_m,
         "actuation_delay": args.actuation_delay,
+        "camera_latency_s": args.camera_latency
+        if args.actuation_delay == "measured" and args.perception == "cameras" and not args.ros
+        else None,
         "arm_servo": args.arm_servo,
         "scenarios": args.scenarios,
         "policy": args.policy,
@@ -904,6 +940,7 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
         "--lift-s": args.lift_s != LIFT_S,
         "--lead-frames": args.lead_frames != LEAD_FRAMES,
         "--set": bool(args.set),
+        "--camera-latency": args.camera_latency != CAMERA_LATENCY_S,
     }
     given = [k for k, v in in_process_only.items() if v]
     if given:

@@ -33,6 +33,7 @@ def test_one_episode_runs_the_whole_stack_and_the_cell_decides(tmp_path):
     assert row["outcome"] in OUTCOMES
     assert row["last_phase"] is not None, "the policy produced targets from tracked perception"
     assert row["perception_ms_p95"] is not None and row["policy_ms_p95"] < 100
+    assert row["render_ms_p50"] > 0 and row["perception_ms_p50"] > 0  # what the delay is made of
 
 
 def test_the_dp3_baseline_runs_the_loop(tmp_path, capsys):
@@ -707,3 +708,44 @@ def test_targets_stream_to_the_controller_through_a_growing_delay():
     assert max(delays) - min(delays) >= 0.04, "the measured delay grew by several ticks"
     assert row["watchdog_ticks"] == 0
     assert row["limit_violations"] == 0
+
+
+@pytest.mark.parametrize("camera_latency_s", [0.04, 0.12])
+def test_measured_delay_counts_the_camera_latency_not_the_sims_rendering(camera_latency_s):
+    """With cameras the measured delay is the camera's latency plus the trackers' and the
+    policy's time: rendering the sim cameras (here made 0.3 s slow) is the machine's cost, not
+    the stack's, and counted it would hit the 0.25 s cap."""
+    from dataclasses import replace
+
+    from dexh2r_core.paths import config_path
+    from dexh2r_policy.closed_loop import MAX_ACTUATION_DELAY_S, run_episode
+    from dexh2r_sim.cell import CellConfig, HandoverCell
+    from dexh2r_sim.scenario import load_scenarios
+
+    scenario = replace(load_scenarios(config_path("config/scenarios/easy.yaml"))[0], time_limit_s=1.0)
+    cell = HandoverCell(CellConfig(cameras=True, resolution=(424, 240)))
+    render = cell.render
+
+    def slow_render():
+        import time
+
+        time.sleep(0.3)
+        return render()
+
+    cell.render = slow_render
+    try:
+        row = run_episode(
+            cell,
+            scenario,
+            _SlowingPolicy(slow_from=10**9, slow_s=0.0),
+            cell.robot,
+            perception="cameras",
+            actuation_delay="measured",
+            camera_latency_s=camera_latency_s,
+        )
+    finally:
+        cell.close()
+    assert row["render_ms_p50"] >= 300
+    delays = [s["delay_s"] for s in row["trace"]]
+    assert delays and min(delays) >= camera_latency_s
+    assert max(delays) < MAX_ACTUATION_DELAY_S
