@@ -910,7 +910,7 @@ def _finish(args: argparse.Namespace, rows: list[dict], mode: str, out: Path) ->
         "grasp_zone_m": args.grasp_zone_m,
         "actuation_delay": args.actuation_delay,
         "camera_latency_s": args.camera_latency
-        if args.actuation_delay == "measured" and args.perception == "cameras" and not args.ros
+        if args.actuation_delay == "measured" and args.perception == "cameras"
         else None,
         "arm_servo": args.arm_servo,
         "scenarios": args.scenarios,
@@ -940,7 +940,6 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
         "--lift-s": args.lift_s != LIFT_S,
         "--lead-frames": args.lead_frames != LEAD_FRAMES,
         "--set": bool(args.set),
-        "--camera-latency": args.camera_latency != CAMERA_LATENCY_S,
     }
     given = [k for k, v in in_process_only.items() if v]
     if given:
@@ -958,6 +957,10 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
     args.ros_domain_id = env.get("ROS_DOMAIN_ID")
     width, _, height = args.resolution.partition("x")
     delay = 0.0 if args.actuation_delay == "measured" else float(args.actuation_delay)
+    # As in-process: a measured delay with cameras starts with the camera's latency (sim_node holds
+    # each frame back that long); a fixed delay is the whole delay.
+    measured_cameras = args.actuation_delay == "measured" and args.perception == "cameras"
+    camera_latency = args.camera_latency if measured_cameras else 0.0
     rows = []
     n = args.episodes or len(scenarios)
     with (out / "episodes.jsonl").open("w") as f:
@@ -976,6 +979,7 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
                 checkpoint=args.checkpoint,
                 pools=args.pools,
                 actuation_delay_s=delay,
+                camera_latency_s=camera_latency,
                 arm_servo=args.arm_servo,
                 env=env,
                 record=args.record,

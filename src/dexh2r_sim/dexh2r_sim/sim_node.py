@@ -14,7 +14,9 @@ holds its position and the node keeps running.
 
 The closed loop over DDS (`launch/handover_sim.launch.xml`, `dexh2r eval closed-loop --ros`)
 sets `antialias` / `rgb_blur_px` (the in-process loop's camera images), `actuation_delay_s`
-(commands act this late), `arm_servo` (`damped` | `drive`: the arm's servos,
+(commands act this late), `camera_latency_s` (each camera frame is published this long, in sim
+time, after its stamp, as a real camera's reach the host; the launch file's default 0.04 s is a
+RealSense D435's 30 Hz colour stream, docs/closed_loop.md), `arm_servo` (`damped` | `drive`: the arm's servos,
 `CellConfig.arm_servo`), `wait_for_publishers` (the episode's clock starts once each of these
 topics has a publisher: the stack is up; `wait_timeout_s`, then exit 2 naming the missing ones)
 and, as a diagnostic, `truth_perception` (the true object pose, its model's surface points and
@@ -30,6 +32,7 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     antialias = bool(p("antialias", False).value)
     rgb_blur_px = float(p("rgb_blur_px", 0.0).value)
     actuation_delay_s = float(p("actuation_delay_s", 0.0).value)
+    camera_latency_s = float(p("camera_latency_s", 0.0).value)
     arm_servo = p("arm_servo", "damped").value  # CellConfig.arm_servo: damped | drive
     # A diagnostic, as `dexh2r eval closed-loop --perception truth`: the true object pose, its
     # model's surface points and the giver's true keypoints on the perception topics (no trackers).
@@ -97,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if repeat < 0:
         node.get_logger().fatal(f"repeat: must be >= 0, got {repeat}")
+        return 2
+    if not 0.0 <= camera_latency_s < 1.0:
+        node.get_logger().fatal(f"camera_latency_s: must be in [0, 1) s, got {camera_latency_s}")
         return 2
     try:  # CellConfig checks its values (e.g. arm_servo): a wrong parameter is named, exit 2
         config = CellConfig(
@@ -250,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     wall_origin = time.monotonic()
     outcome_time: float | None = None
     offset = 0.0  # sim time keeps increasing across episodes: /clock must be monotonic
+    # Camera frames on their way to the host (camera_latency_s): (release time, [(publisher, msg)])
+    in_flight: deque[tuple[float, list]] = deque()
     done = False
     try:
         while rclpy.ok() and not done:
@@ -258,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 offset += cell.time
                 start_episode(state["pending"])
                 state["pending"] = None
+                in_flight.clear()
                 next_camera = next_joint = 0.0
                 sim_origin, wall_origin = offset + cell.time, time.monotonic()
             cell.step()
@@ -269,13 +279,18 @@ def main(argv: list[str] | None = None) -> int:
                 joint_pub.publish(msgs.joint_state_msg(names, q, qd, effort, stamp_s=now))
             if (cam_pubs or truth_perception) and cell.time >= next_camera - 1e-9:
                 next_camera += camera_period
+                frame_msgs = []
                 for (cal, rgb_pub, depth_pub, info_pub, dinfo_pub, info), frame in zip(
                     cam_pubs, cell.render() if cam_pubs else [], strict=True
                 ):
-                    rgb_pub.publish(msgs.image_msg(frame.rgb, "rgb8", now, cal.frame_id))
-                    depth_pub.publish(msgs.image_msg(frame.depth_mm, "16UC1", now, cal.frame_id))
-                    info_pub.publish(msgs.camera_info_msg(info, now))
-                    dinfo_pub.publish(msgs.camera_info_msg(info, now))
+                    frame_msgs += [
+                        (rgb_pub, msgs.image_msg(frame.rgb, "rgb8", now, cal.frame_id)),
+                        (depth_pub, msgs.image_msg(frame.depth_mm, "16UC1", now, cal.frame_id)),
+                        (info_pub, msgs.camera_info_msg(info, now)),
+                        (dinfo_pub, msgs.camera_info_msg(info, now)),
+                    ]
+                if frame_msgs:
+                    in_flight.append((cell.time + camera_latency_s, frame_msgs))
                 object_pub.publish(msgs.pose_stamped_msg(cell.object_pose(), now))
                 palm_pub.publish(msgs.pose_stamped_msg(cell.body_pose(cell.robot.config.hand.palm_link), now))
                 wrist_pub.publish(msgs.pose_stamped_msg(cell.giver.wrist_pose(cell.data), now))
@@ -307,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
                 )
+            while in_flight and cell.time >= in_flight[0][0] - 1e-9:
+                for pub, msg in in_flight.popleft()[1]:
+                    pub.publish(msg)
             if cell.outcome is not None and outcome_time is None:
                 outcome_time = cell.time
                 record = cell.episode_record(

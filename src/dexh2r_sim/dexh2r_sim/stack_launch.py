@@ -33,6 +33,7 @@ def episode_launch(
     results_dir: Path | None = None,
     record_dir: Path | None = None,
     actuation_delay_s: float = 0.0,
+    camera_latency_s: float | None = None,
     arm_servo: str = "damped",
     env: dict[str, str] | None = None,
     timeout_s: float | None = None,
@@ -66,6 +67,8 @@ def episode_launch(
     }
     if checkpoint:
         overrides["checkpoint"] = checkpoint
+    if camera_latency_s is not None:  # None: the launch file's default
+        overrides["camera_latency_s"] = repr(float(camera_latency_s))
     limit = timeout_s or (scenario.time_limit_s + 2.0) / max(rtf, 1e-3) + startup_s
     log = io.StringIO()
     runner = LaunchRunner(
