@@ -2,7 +2,8 @@
 
 Subscribes (best effort, depth 1: only the latest frame of each camera is kept)
 `/<camera>/aligned_depth_to_color/image_raw` (16UC1 mm or 32FC1 m) of every camera in the
-calibration file, `/joint_states` (robot removal) and `/perception/human_hand/keypoints`
+calibration file, `/joint_states` (robot removal with the joints stamped nearest the frame's
+stamp: the robot moves on while a frame is on its way) and `/perception/human_hand/keypoints`
 (geometry_msgs/PoseArray, 21 points in world; giver hand removal with the keypoints whose stamp
 is nearest the frame's, if within `keypoints_max_age_s`). A frame set is the depth images of all
 cameras whose stamps lie within `sync_tolerance_s` of each other; each set is processed once,
@@ -33,7 +34,7 @@ import math
 import sys
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -121,6 +122,30 @@ class FrameSync:
         return newest, [entry[1] for entry in self.latest]  # type: ignore[index]
 
 
+class StampedHistory:
+    """Recent stamped values (ROS-free): `nearest(stamp)` is the value stamped closest to `stamp`,
+    or None when none lies within `max_gap_s` of it.
+
+    A camera frame reaches the node a camera's latency and a transport after its exposure, and the
+    hand tracker's keypoints for it before or after it: the robot's joints and the giver's hand
+    are matched to the frame's stamp, not taken as they are now (the robot moves on meanwhile, and
+    its removal from the depth would cut where its hand no longer is).
+    """
+
+    def __init__(self, maxlen: int, max_gap_s: float) -> None:
+        self.items: deque[tuple[float, Any]] = deque(maxlen=maxlen)
+        self.max_gap_s = max_gap_s
+
+    def add(self, stamp: float, value: Any) -> None:
+        self.items.append((stamp, value))
+
+    def nearest(self, stamp: float) -> Any | None:
+        if not self.items:
+            return None
+        near_stamp, value = min(self.items, key=lambda item: abs(item[0] - stamp))
+        return value if abs(near_stamp - stamp) <= self.max_gap_s else None
+
+
 def main(argv: list[str] | None = None) -> int:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -199,19 +224,18 @@ def main(argv: list[str] | None = None) -> int:
 
     sync = FrameSync(len(calibration.cameras), sync_tolerance_s)
     state: dict = {"joints": None}
-    # Recent hand keypoints: the hand tracker's output for a frame may arrive before or after the
-    # depth of that frame, so the frame is matched with the keypoints nearest its stamp.
-    hand_history: deque[tuple[float, np.ndarray]] = deque(maxlen=8)
+    # The robot's joints (1 s at 250 Hz) and the giver's keypoints as they were at a frame's stamp
+    joint_history = StampedHistory(maxlen=250, max_gap_s=0.5)
+    hand_history = StampedHistory(maxlen=8, max_gap_s=keypoints_max_age_s)
     stats = {"latency": deque(maxlen=300), "compute": deque(maxlen=300), "out": deque(maxlen=300)}
     counts = {"frames": 0, "lost": 0, "bad": 0}
 
     def process(stamp: float, images: list[np.ndarray]) -> None:
-        kp = None  # the hand keypoints nearest the frame's stamp, if recent enough
-        if hand_history:
-            kp_stamp, kp = min(hand_history, key=lambda item: abs(item[0] - stamp))
-            if abs(kp_stamp - stamp) > keypoints_max_age_s:
-                kp = None  # stale hand: do not cut a hole where the hand used to be
-        est = pipeline.process(stamp, images, state["joints"], kp)
+        # A stale hand (none near the frame's stamp): no hole cut where the hand used to be.
+        kp = hand_history.nearest(stamp)
+        # No joint state near the frame's stamp (e.g. unstamped ones): the newest.
+        joints = joint_history.nearest(stamp) or state["joints"]
+        est = pipeline.process(stamp, images, joints, kp)
         if est.pose is not None:
             pose_pub.publish(msgs.pose_stamped_msg(est.pose, stamp, frame_id))
         points_pub.publish(pointcloud2_msg(est.points, stamp, frame_id))
@@ -254,14 +278,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_joints(msg: JointState) -> None:
         if len(msg.name) == len(msg.position):
-            joints = state["joints"] or {}
+            joints = dict(state["joints"] or {})  # a new dict: the history keeps the old ones
             joints.update(zip(msg.name, (float(v) for v in msg.position), strict=True))
             state["joints"] = joints
+            joint_history.add(msgs.from_time(msg.header.stamp), joints)
 
     def on_keypoints(msg: PoseArray) -> None:
         kp = keypoints_array(msg)
         if kp is not None:
-            hand_history.append((msgs.from_time(msg.header.stamp), kp))
+            hand_history.add(msgs.from_time(msg.header.stamp), kp)
 
     for i, cam in enumerate(calibration.cameras):
         node.create_subscription(Image, depth_topic.format(camera=cam.name), on_depth(i), latest_only)

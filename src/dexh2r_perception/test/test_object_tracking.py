@@ -20,7 +20,12 @@ from scipy.spatial import cKDTree
 
 from dexh2r_core.paths import config_path
 from dexh2r_perception.bench_object import Symmetry, add_s, evaluate_object_tracking
-from dexh2r_perception.object_tracker_node import FrameSync, pointcloud2_array, pointcloud2_msg
+from dexh2r_perception.object_tracker_node import (
+    FrameSync,
+    StampedHistory,
+    pointcloud2_array,
+    pointcloud2_msg,
+)
 from dexh2r_perception.object_tracking import (
     ObjectModel,
     ObjectTrackingPipeline,
@@ -350,6 +355,22 @@ def test_frame_sync_pairs_by_stamp():
     assert sync.add(1, 1.002, b) is None  # the same set is not processed twice
     assert sync.add(0, 1.033, a) is None  # camera 1 is a frame behind: wait for it
     assert sync.add(1, 1.034, b)[0] == 1.034
+
+
+def test_stamped_history_matches_a_frame_to_the_joints_of_its_stamp():
+    """A frame reaches the node a camera's latency after its stamp: the robot's joints (and the
+    giver's keypoints) are the ones stamped nearest the frame, not the newest."""
+    joints = StampedHistory(maxlen=250, max_gap_s=0.5)
+    assert joints.nearest(1.0) is None
+    for k in range(100):  # 250 Hz
+        joints.add(k * 0.004, {"elbow_joint": float(k)})
+    assert joints.nearest(0.2)["elbow_joint"] == 50.0  # 0.2 s, while the newest is 0.396 s
+    assert joints.nearest(0.2013)["elbow_joint"] == 50.0
+    assert joints.nearest(0.9) is None  # nothing within 0.5 s
+    short = StampedHistory(maxlen=2, max_gap_s=0.1)
+    for t in (0.0, 0.1, 0.2):
+        short.add(t, t)
+    assert short.nearest(0.0) == 0.1  # only the last two are kept
 
 
 def test_pointcloud2_round_trip():
