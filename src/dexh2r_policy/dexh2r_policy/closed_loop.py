@@ -900,6 +900,13 @@ def main(argv: list[str] | None = None) -> int:
     return _finish(args, rows, mode, out)
 
 
+def _camera_latency(args: argparse.Namespace) -> float | None:
+    """The camera latency the run applies: only a measured delay with cameras has one."""
+    return (
+        args.camera_latency if args.actuation_delay == "measured" and args.perception == "cameras" else None
+    )
+
+
 def _finish(args: argparse.Namespace, rows: list[dict], mode: str, out: Path) -> int:
     summary = {
         **summarize(rows),
@@ -909,9 +916,7 @@ def _finish(args: argparse.Namespace, rows: list[dict], mode: str, out: Path) ->
         "align": args.align,
         "grasp_zone_m": args.grasp_zone_m,
         "actuation_delay": args.actuation_delay,
-        "camera_latency_s": args.camera_latency
-        if args.actuation_delay == "measured" and args.perception == "cameras"
-        else None,
+        "camera_latency_s": _camera_latency(args),
         "arm_servo": args.arm_servo,
         "scenarios": args.scenarios,
         "policy": args.policy,
@@ -957,10 +962,9 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
     args.ros_domain_id = env.get("ROS_DOMAIN_ID")
     width, _, height = args.resolution.partition("x")
     delay = 0.0 if args.actuation_delay == "measured" else float(args.actuation_delay)
-    # As in-process: a measured delay with cameras starts with the camera's latency (sim_node holds
-    # each frame back that long); a fixed delay is the whole delay.
-    measured_cameras = args.actuation_delay == "measured" and args.perception == "cameras"
-    camera_latency = args.camera_latency if measured_cameras else 0.0
+    # As in-process: sim_node holds each frame back the camera's latency (none: a fixed delay is
+    # the whole delay, and truth perception has no camera).
+    camera_latency = _camera_latency(args) or 0.0
     rows = []
     n = args.episodes or len(scenarios)
     with (out / "episodes.jsonl").open("w") as f:
