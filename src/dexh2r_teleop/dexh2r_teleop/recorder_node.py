@@ -7,8 +7,9 @@ so a best-effort camera and a reliable command topic are both recorded.
 
 Services (std_srvs/Trigger, under the node's name, default `/recorder/...`):
 - `~/start`: open an episode (bag folder under `output_dir`); the response message is the bag path.
-- `~/stop`: close it: per-topic rate/drop report (logged, in `episode.json` and in the response as
-  JSON), `metadata.yaml` with status `complete`.
+- `~/stop`: close it, after the messages still queued (the recorder may be behind): per-topic
+  rate/drop report (logged, in `episode.json` and in the response as JSON), `metadata.yaml` with
+  status `complete`.
 - `~/discard`: close and delete the episode.
 Topics: `~/annotate` (std_msgs/String, JSON object: operator/object/scenario/outcome/notes/...):
 merged into the open episode's metadata (or the next one's); `~/status` (std_msgs/String JSON,
@@ -49,6 +50,37 @@ from dexh2r_teleop.recorder import (
 )
 
 DEFAULT_CONFIG = "record/default.yaml"
+
+
+def drain_subscriptions(subscriptions: list[Any], quiet_s: float = 0.05, max_s: float = 1.0) -> int:
+    """Run the callbacks of the messages still queued in `subscriptions`; the number taken.
+
+    An executor takes one message per ready subscription per wait, then runs a ready service: a
+    `~/stop` that arrives while the recorder is behind (a loaded machine, a burst) would close the
+    bag with the backlog still in DDS. Taken until `quiet_s` passes with nothing new (stragglers
+    still in transport), at most `max_s`.
+    """
+    taken = 0
+    deadline = time.monotonic() + max_s
+    quiet_until = time.monotonic() + quiet_s
+    while (now := time.monotonic()) < deadline and now < quiet_until:
+        got = False
+        for sub in subscriptions:
+            try:
+                with sub.handle:
+                    msg_info = sub.handle.take_message(sub.msg_type, sub.raw)
+            except Exception:  # destroyed, or the context is gone (SIGINT): nothing more to take
+                continue
+            if msg_info is None:
+                continue
+            sub.callback(*msg_info)
+            taken += 1
+            got = True
+        if got:
+            quiet_until = time.monotonic() + quiet_s
+        else:
+            time.sleep(0.005)
+    return taken
 
 
 def _qos_choice(spec: TopicSpec, publishers: list[Any]) -> tuple[str, str]:
@@ -199,6 +231,9 @@ def run(argv: list[str] | None = None, overrides: dict[str, Any] | None = None) 
         return str(path)
 
     def stop_episode(status: str = COMPLETE) -> dict[str, Any]:
+        drained = drain_subscriptions([s for s in subscriptions.values() if s is not None])
+        if drained:
+            log.info(f"took {drained} queued messages before closing the episode")
         result = core.stop(status)
         state["started_at"] = None
         report = result["report"]

@@ -243,3 +243,26 @@ def test_sigint_closes_an_open_episode_as_interrupted(tmp_path, ros_node, node_l
     (bag,) = list(out.iterdir())
     info = rec.bag_info(bag)
     assert info.complete_file and info.status == rec.INTERRUPTED
+
+
+def test_stop_takes_the_messages_still_queued_before_closing(tmp_path, ros_node, node_launcher):
+    """A stop that arrives right behind a burst still records the whole burst (the demo's race)."""
+    from std_srvs.srv import Trigger
+
+    out = tmp_path / "episodes"
+    proc = node_launcher.start(NODE, params={"config": str(write_config(tmp_path)), "output_dir": str(out)})
+    pub = Publisher(ros_node)
+    wait_for_topic_match(ros_node, JS, "subscriber", timeout=20, processes=[proc])
+    assert call(ros_node, "/recorder/start").success
+    stop = ros_node.create_client(Trigger, "/recorder/stop")
+    assert stop.wait_for_service(timeout_sec=15)
+    burst = 40  # within both queues' depth (50 / 100): DDS keeps them all
+    for i in range(burst):
+        msg = pub.JointState(name=["a"], position=[float(i)])
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 10**9)
+        pub.js_pub.publish(msg)
+    future = stop.call_async(Trigger.Request())
+    assert spin_until(ros_node, future.done, 15), "/recorder/stop did not answer"
+    summary = json.loads(future.result().message)
+    # Without the drain the executor runs the stop after one message per subscription.
+    assert summary["topics"][JS]["received"] == burst
