@@ -149,6 +149,16 @@ class DynamicGraspConfig:
     pose_gate_rad: float = 0.35
     pose_gate_frames: int = 5
     blocked_frames: int = 3  # re-select only after the goal was blocked this many frames in a row
+    # ... where blocked means: the committed goal's clearance from the giver's keypoints (capped
+    # at `align_clearance_m`: clear is clear), averaged over frames (an exponential average, this
+    # weight on the newest frame), below `giver_clearance_m` less `blocked_margin_m`. With
+    # cameras one frame's clearance of a goal on a held object swings by +-7 mm around 2 cm
+    # (MediaPipe; the goal ranking's best): blocked on single frames below 2 cm and re-selected
+    # among equals, the way in restarted again and again (hard_drift_slow_box: 4 goals in 7 s;
+    # docs/closed_loop.md, session 14). A hand that closes in on the goal (0 cm) blocks it within
+    # 4 frames. 1.0 and 0: one frame against `giver_clearance_m` (the rule before).
+    blocked_smoothing: float = 0.5
+    blocked_margin_m: float = 0.01
     arrive_m: float = 0.015  # the measured hand within this (and arrive_rad) of a waypoint ...
     arrive_rad: float = 0.15
     arrive_frames: int = 10  # ... or this many frames after the waypoint was commanded
@@ -193,6 +203,8 @@ class DynamicGraspConfig:
         for name in ("easy_radius_m", "hard_radius_m", "step_m", "frame_dt_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if not 0.0 < self.blocked_smoothing <= 1.0:
+            raise ValueError(f"blocked_smoothing: must be in (0, 1], got {self.blocked_smoothing}")
         for name in ("close_frames", "lift_frames", "align_after_frames", "snap_steps"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
@@ -510,6 +522,7 @@ class _State:
     progress: float = 0.0
     at_end: int = 0  # frames since the segment's end was commanded
     blocked: int = 0  # consecutive frames the committed goal was blocked by the giver's hand
+    gap_avg: float = float("inf")  # the committed goal's giver clearance, averaged (blocked_smoothing)
     q_open: np.ndarray | None = None
     T_hold: np.ndarray | None = None  # pregrasp style: where the hand holds after the pull
     T_sent: np.ndarray | None = None  # pregrasp style: the alignment's last target (world)
@@ -936,6 +949,14 @@ class DynamicGrasp:
         ang = rotation_angles(hand.T_world_hand[None, :3, :3], pool_world[free, :3, :3])
         return int(free[int(np.argmin(ang))])
 
+    def _commit(self, g: int, obj_pose: np.ndarray, giver: np.ndarray | None) -> None:
+        """Aim the alignment at pool grasp g: its open hand, and its giver clearance now."""
+        s = self.state
+        s.goal = g
+        s.q_open = self.open_hand(self.pool.finger_q[g], self.pool.pinch[g])
+        gap = float(self._clearance(np.array([g]), obj_pose, giver)[0]) if giver is not None else np.inf
+        s.gap_avg = min(gap, self.config.align_clearance_m)
+
     def _lag(self, hand: HandState) -> float:
         """How far (m) the measured hand is from the alignment's last target (0: none yet)."""
         if self.state.T_sent is None:
@@ -964,15 +985,17 @@ class DynamicGrasp:
                 # frames in a row (tracked keypoints are noisy at the centimetre level), and
                 # never once the hand goes in.
                 gap = float(self._clearance(np.array([s.goal]), obj_pose, giver)[0])
-                s.blocked = s.blocked + 1 if gap < c.giver_clearance_m else 0
+                w = c.blocked_smoothing if math.isfinite(s.gap_avg) else 1.0  # committed without keypoints
+                s.gap_avg = w * min(gap, c.align_clearance_m) + (1.0 - w) * s.gap_avg if w < 1.0 else gap
+                blocked = s.gap_avg < c.giver_clearance_m - c.blocked_margin_m
+                s.blocked = s.blocked + 1 if blocked else 0
                 if s.blocked >= c.blocked_frames:
                     s.blocked = 0
                     g = self._select_committed(obj_pose, pool_world, giver, hand)
                     if g != s.goal and self._clearance(np.array([g]), obj_pose, giver)[0] > gap + 0.01:
                         new = g
             if new is not None:
-                s.goal = new
-                s.q_open = self.open_hand(self.pool.finger_q[s.goal], self.pool.pinch[s.goal])
+                self._commit(new, obj_pose, giver)
                 self._segment("pre", T_obj_hand_now, hand.finger_q)
             g = s.goal
             end = self.pregrasp(g) if s.stage in ("pre", "out") else self.pool.T_obj_hand[g]
@@ -995,8 +1018,8 @@ class DynamicGrasp:
                 if (err <= tol_m and err_rad <= tol_rad) or s.at_end > wait:
                     if s.stage == "out":  # backed out of a jam: commit to another goal
                         s.tried.add(g)
-                        s.goal = self._select_committed(obj_pose, pool_world, giver, hand)
-                        s.q_open = self.open_hand(self.pool.finger_q[s.goal], self.pool.pinch[s.goal])
+                        g = self._select_committed(obj_pose, pool_world, giver, hand)
+                        self._commit(g, obj_pose, giver)
                         self._segment("pre", T_obj_hand_now, hand.finger_q)
                     elif s.stage == "pre":
                         self._segment("in", end, s.q_open)
