@@ -150,8 +150,9 @@ class DynamicGraspConfig:
     pose_gate_frames: int = 5
     blocked_frames: int = 3  # re-select only after the goal was blocked this many frames in a row
     # ... where blocked means: the committed goal's clearance from the giver's keypoints (capped
-    # at `align_clearance_m`: clear is clear), averaged over frames (an exponential average, this
-    # weight on the newest frame), below `giver_clearance_m` less `blocked_margin_m`. With
+    # at `giver_clearance_m` plus `blocked_margin_m`: clear is clear), averaged over frames (an
+    # exponential average, this weight on the newest frame), below `giver_clearance_m` less
+    # `blocked_margin_m`. With
     # cameras one frame's clearance of a goal on a held object swings by +-7 mm around 2 cm
     # (MediaPipe; the goal ranking's best): blocked on single frames below 2 cm and re-selected
     # among equals, the way in restarted again and again (hard_drift_slow_box: 4 goals in 7 s;
@@ -522,7 +523,7 @@ class _State:
     progress: float = 0.0
     at_end: int = 0  # frames since the segment's end was commanded
     blocked: int = 0  # consecutive frames the committed goal was blocked by the giver's hand
-    gap_avg: float = float("inf")  # the committed goal's giver clearance, averaged (blocked_smoothing)
+    gap_avg: float = 0.0  # the committed goal's giver clearance, averaged (blocked_smoothing)
     q_open: np.ndarray | None = None
     T_hold: np.ndarray | None = None  # pregrasp style: where the hand holds after the pull
     T_sent: np.ndarray | None = None  # pregrasp style: the alignment's last target (world)
@@ -955,7 +956,12 @@ class DynamicGrasp:
         s.goal = g
         s.q_open = self.open_hand(self.pool.finger_q[g], self.pool.pinch[g])
         gap = float(self._clearance(np.array([g]), obj_pose, giver)[0]) if giver is not None else np.inf
-        s.gap_avg = min(gap, self.config.align_clearance_m)
+        s.gap_avg = min(gap, self._clear_gap)
+
+    @property
+    def _clear_gap(self) -> float:
+        """A giver clearance that counts as clear (the cap of the blocked average)."""
+        return self.config.giver_clearance_m + self.config.blocked_margin_m
 
     def _lag(self, hand: HandState) -> float:
         """How far (m) the measured hand is from the alignment's last target (0: none yet)."""
@@ -985,8 +991,8 @@ class DynamicGrasp:
                 # frames in a row (tracked keypoints are noisy at the centimetre level), and
                 # never once the hand goes in.
                 gap = float(self._clearance(np.array([s.goal]), obj_pose, giver)[0])
-                w = c.blocked_smoothing if math.isfinite(s.gap_avg) else 1.0  # committed without keypoints
-                s.gap_avg = w * min(gap, c.align_clearance_m) + (1.0 - w) * s.gap_avg if w < 1.0 else gap
+                w = c.blocked_smoothing
+                s.gap_avg = w * min(gap, self._clear_gap) + (1.0 - w) * s.gap_avg
                 blocked = s.gap_avg < c.giver_clearance_m - c.blocked_margin_m
                 s.blocked = s.blocked + 1 if blocked else 0
                 if s.blocked >= c.blocked_frames:

@@ -340,7 +340,8 @@ def _alignment_goals(policy, clearance, on_commit, frames: int) -> tuple[list[in
 def test_committed_goal_survives_keypoint_noise_but_not_a_blocking_hand(hs):
     """A goal blocked by the giver's hand for fewer than `blocked_frames` frames in a row (noise
     in tracked keypoints) is kept; blocked for longer (the pre-grasp stage), it is replaced by a
-    clear one: from a clear goal (the average starts at `align_clearance_m`) after 4 frames at 0."""
+    clear one: from a clear goal (the average starts at `giver_clearance_m + blocked_margin_m`)
+    after 4 frames at 0."""
     cfg = _cfg("pregrasp", align_clearance_m=0.01, blocked_frames=3, align_step_rad=0.01, step_m=0.005)
     policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
     blocked_on: set[int] = set()
