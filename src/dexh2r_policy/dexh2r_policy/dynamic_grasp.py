@@ -152,12 +152,11 @@ class DynamicGraspConfig:
     # ... where blocked means: the committed goal's clearance from the giver's keypoints (capped
     # at `giver_clearance_m` plus `blocked_margin_m`: clear is clear), averaged over frames (an
     # exponential average, this weight on the newest frame), below `giver_clearance_m` less
-    # `blocked_margin_m`. With
-    # cameras one frame's clearance of a goal on a held object swings by +-7 mm around 2 cm
-    # (MediaPipe; the goal ranking's best): blocked on single frames below 2 cm and re-selected
-    # among equals, the way in restarted again and again (hard_drift_slow_box: 4 goals in 7 s;
-    # docs/closed_loop.md, session 14). A hand that closes in on the goal (0 cm) blocks it within
-    # 4 frames. 1.0 and 0: one frame against `giver_clearance_m` (the rule before).
+    # `blocked_margin_m`. With cameras one frame's clearance of a goal on a held object swings by
+    # +-7 mm around 2 cm (MediaPipe; the goal ranking's best): blocked on single frames below 2 cm
+    # and re-selected among equals, the way in restarted again and again (hard_drift_slow_box: 5
+    # goals in 8 s; docs/closed_loop.md, session 14). A hand that closes in on the goal (0 cm)
+    # blocks it within 4 frames. 1.0 and 0: one frame against `giver_clearance_m` (the rule before).
     blocked_smoothing: float = 0.5
     blocked_margin_m: float = 0.01
     arrive_m: float = 0.015  # the measured hand within this (and arrive_rad) of a waypoint ...
