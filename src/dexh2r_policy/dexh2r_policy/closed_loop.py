@@ -653,6 +653,11 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
         "hit_human_by_phase": dict(
             Counter(r.get("last_phase") or "unknown" for r in rows if r["outcome"] == "hit-human")
         ),
+        # Contacts that came after the giver let go (its hand opening and withdrawing past the
+        # robot's fingers as the pull goes on): the row has a release time. Still hit-human.
+        "hit_human_after_release": sum(
+            r["outcome"] == "hit-human" and r.get("time_to_handover_s") is not None for r in rows
+        ),
     }
 
 

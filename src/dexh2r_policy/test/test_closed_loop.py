@@ -63,6 +63,7 @@ def test_summary_rates_and_bad_checkpoint(tmp_path, capsys):
         {"scenario": "b", "outcome": "success", "time_to_handover_s": 4.0, "limit_violations": 0},
     ]
     rows[1]["last_phase"] = "align"  # in-process rows name the phase; --ros rows do not
+    rows[2]["time_to_handover_s"] = 3.5  # the giver had let go when the robot touched it
     s = summarize(rows)
     assert s["success_rate"] == 0.5 and s["hit_human_rate"] == 0.5 and s["time_to_handover_s_median"] == 3.0
     assert list(s["per_scenario"]) == ["a", "b"]
@@ -75,6 +76,8 @@ def test_summary_rates_and_bad_checkpoint(tmp_path, capsys):
         "error": 0,
     }
     assert s["hit_human_by_phase"] == {"align": 1, "unknown": 1}
+    assert s["hit_human_after_release"] == 1  # counted in hit_human_rate all the same
+    assert s["time_to_handover_s_median"] == 3.0  # successes only
     args = ["--checkpoint", str(tmp_path / "none.pt"), "--json", str(tmp_path / "x.json")]
     assert main(args) == 2
     assert "checkpoint not found" in capsys.readouterr().err
