@@ -151,9 +151,6 @@ def loop_policy_config(
     (docs/closed_loop.md),
     then `overrides` (checked like a config file: ConfigError names a wrong key). Used in-process
     and by dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
-    from dexh2r_core.config import from_dict, to_dict
-    from dexh2r_policy.dynamic_grasp import DynamicGraspConfig
-
     config = replace(
         base,
         mode=mode,
@@ -166,9 +163,34 @@ def loop_policy_config(
         pose_gate_m=POSE_GATE_M,
         pose_smoothing=POSE_SMOOTHING,
     )
-    if overrides:
-        config = from_dict(DynamicGraspConfig, {**to_dict(config), **overrides}, source="--set")
-    return config
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: Any, overrides: dict | None, source: str = "--set") -> Any:
+    """`config` (a DynamicGraspConfig) with `overrides` applied, checked like a config file
+    (ConfigError names a wrong key or value; `source` says where they came from)."""
+    from dexh2r_core.config import from_dict, to_dict
+
+    if not overrides:
+        return config
+    return from_dict(type(config), {**to_dict(config), **overrides}, source=source)
+
+
+def parse_overrides(items: list[str], source: str = "--set") -> dict[str, Any]:
+    """`KEY=VALUE` items (`--set`; dynamic_grasp_node's `policy_set`, comma-separated) -> {KEY:
+    VALUE parsed as YAML}. ConfigError names an item without `=`; the keys are checked where
+    they are applied (`loop_policy_config`)."""
+    import yaml
+
+    from dexh2r_core.config import ConfigError
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source} {item}: expected KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 def sim_arm_speeds() -> np.ndarray:
@@ -723,7 +745,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a DynamicGraspConfig key (repeatable), e.g. --set align_clearance_m=0.045",
+        help="override a DynamicGraspConfig key (repeatable), e.g. --set align_clearance_m=0.045; "
+        "with --ros, dynamic_grasp_node's policy_set parameter",
     )
     parser.add_argument(
         "--actuation-delay",
@@ -824,15 +847,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dexh2r eval closed-loop: {exc}", file=sys.stderr)
         return 2
     mode = args.mode or ("hard" if "hard" in Path(args.scenarios).stem else "easy")
-    import yaml
-
     try:
-        overrides = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set {item}: expected KEY=VALUE")
-            overrides[key.strip()] = yaml.safe_load(value)
+        overrides = parse_overrides(args.set)
         policy_config = loop_policy_config(
             cfg.policy,
             mode,
@@ -923,6 +939,7 @@ def _finish(args: argparse.Namespace, rows: list[dict], mode: str, out: Path) ->
         "actuation_delay": args.actuation_delay,
         "camera_latency_s": _camera_latency(args),
         "arm_servo": args.arm_servo,
+        "set": list(args.set),  # DynamicGrasp overrides (--set), in-process and --ros
         "scenarios": args.scenarios,
         "policy": args.policy,
         "checkpoint": args.checkpoint,
@@ -949,7 +966,6 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
         "--lift-m": args.lift_m != LIFT_M,
         "--lift-s": args.lift_s != LIFT_S,
         "--lead-frames": args.lead_frames != LEAD_FRAMES,
-        "--set": bool(args.set),
     }
     given = [k for k, v in in_process_only.items() if v]
     if given:
@@ -958,6 +974,9 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
             "with the closed loop's defaults (launch/handover_sim.launch.xml)",
             file=sys.stderr,
         )
+        return 2
+    if any("," in item for item in args.set):  # dynamic_grasp_node's policy_set is comma-separated
+        print("dexh2r eval closed-loop: --set with --ros: a value may not contain ','", file=sys.stderr)
         return 2
     from dexh2r_core.ros_env import apply_run_defaults
 
@@ -990,6 +1009,7 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
                 actuation_delay_s=delay,
                 camera_latency_s=camera_latency,
                 arm_servo=args.arm_servo,
+                policy_set=",".join(args.set),
                 env=env,
                 record=args.record,
             )

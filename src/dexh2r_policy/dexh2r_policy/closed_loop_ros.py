@@ -37,6 +37,7 @@ def run_episode_ros(
     actuation_delay_s: float = 0.0,
     camera_latency_s: float | None = None,
     arm_servo: str = "damped",
+    policy_set: str = "",
     timeout_s: float | None = None,
     env: dict[str, str] | None = None,
     record: bool = False,
@@ -46,7 +47,8 @@ def run_episode_ros(
     violations) plus `ros`: the launch's exit code and reason and which nodes crashed. `env`:
     the nodes' environment (default os.environ, with the project's localhost-only DDS defaults
     applied by the launcher). `record`: `recorder_node` records the episode (config/record/demo.yaml)
-    into `episode_dir/bag`, and the row's `bag` names the folder."""
+    into `episode_dir/bag`, and the row's `bag` names the folder. `policy_set`: DynamicGrasp
+    overrides for dynamic_grasp_node (`KEY=VALUE[,KEY=VALUE...]`, `--set`)."""
     from dexh2r_sim.stack_launch import episode_launch
 
     episode_dir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +67,7 @@ def run_episode_ros(
         actuation_delay_s=actuation_delay_s,
         camera_latency_s=camera_latency_s,
         arm_servo=arm_servo,
+        policy_set=policy_set,
         env=env,
         timeout_s=timeout_s,
         record_dir=episode_dir / "bag" if record else None,

@@ -24,12 +24,14 @@ an empty pool stops it at once and says why in the log and the state.
 
 Start-up errors (exit code 2, the cause in the log): a checkpoint that is missing or not a
 MotionNet checkpoint, no pool for `object_id`, an unknown robot, no object model for the
-collision guard.
+collision guard, a `policy_set` item that is not KEY=VALUE or names no DynamicGraspConfig key.
 Parameters: `checkpoint` (default checkpoints/motionnet_small.pt), `pools` (default the
 checkpoint's data.pools), `object_id`, `object_scale` (that scale's pools when there are any),
 `mode` (easy | hard), `style` (checkpoint: the checkpoint's policy config | closed_loop: the
 closed loop's, `closed_loop.loop_policy_config`, as `dexh2r eval closed-loop` runs in-process),
 `reach_cost` (none | sim_arm: the committed goal ranked by the sim arm's joint travel time),
+`policy_set` (DynamicGraspConfig overrides applied last, `KEY=VALUE[,KEY=VALUE...]`, values as
+YAML: what `dexh2r eval closed-loop --set` passes with `--ros`; default none),
 `rate_hz` (10), `publish_rate_hz` (30), `interpolate_targets` (false),
 `stale_after_s`, `collision_guard` (checkpoint | on | off: the approach targets' guard out of the
 object, `DynamicGraspConfig.collision_guard`; default the checkpoint's policy config; on needs
@@ -65,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     from dexh2r_perception.object_tracker_node import pointcloud2_array
     from dexh2r_policy.closed_loop import (
         MAX_ACTUATION_DELAY_S,
+        apply_overrides,
         arm_reach_cost,
         loop_policy_config,
+        parse_overrides,
         sim_arm_speeds,
     )
     from dexh2r_policy.dynamic_grasp import (
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     # The committed goal's ranking by the arm's joint travel time: "none" or "sim_arm" (the sim
     # arm's joint speeds, closed_loop.sim_arm_speeds); only with style closed_loop.
     reach_cost_param = p("reach_cost", "none").value
+    policy_set = str(p("policy_set", "").value)
     object_scale = float(p("object_scale", 1.0).value)  # the pools made for this scale, if any
 
     def fail(message: str) -> int:
@@ -139,8 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(torch_threads)
     guard = cfg.policy.collision_guard if guard_param == "checkpoint" else guard_param == "on"
     policy_config = replace(cfg.policy, mode=mode, collision_guard=guard)
-    if style == "closed_loop":
-        policy_config = loop_policy_config(policy_config, mode)
+    try:
+        overrides = parse_overrides([item for item in policy_set.split(",") if item.strip()], "policy_set")
+        if style == "closed_loop":
+            policy_config = loop_policy_config(policy_config, mode)
+        policy_config = apply_overrides(policy_config, overrides, source="policy_set")
+    except ConfigError as exc:  # names policy_set and the item or key
+        return fail(str(exc))
+    if overrides:
+        log.info(f"policy_set: {overrides}")
     policy = DynamicGrasp(MotionNetPlanner(model), pool, policy_config)
     # The object library's model: its symmetries (a tracked can spins about its axis) and the
     # guard's surface. Without a model the guard cannot run; the rest can.

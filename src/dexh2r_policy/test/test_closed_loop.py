@@ -563,6 +563,48 @@ def test_the_sim_launch_file_runs_the_in_process_loop_settings():
     assert {n.label for n in truth.nodes} == {"sim", "dynamic_grasp", "controller"}
 
 
+def test_set_reaches_the_policy_node_over_ros(tmp_path, monkeypatch, capsys):
+    """`--set` with `--ros`: the overrides, checked before any launch, go to every episode's
+    dynamic_grasp_node (`policy_set`), and both paths' summaries record them."""
+    import dexh2r_policy.closed_loop_ros as closed_loop_ros
+    from dexh2r_core.paths import config_path
+    from dexh2r_sim.scenario import load_scenarios
+    from dexh2r_sim.stack_launch import episode_launch
+
+    launched = []
+
+    def fake_episode(scenario, **kw):
+        launched.append(kw["policy_set"])
+        return {
+            "scenario": scenario.name,
+            "outcome": "timeout",
+            "time_to_handover_s": None,
+            "limit_violations": 0,
+            "detail": "fake",
+        }
+
+    monkeypatch.setattr(closed_loop_ros, "run_episode_ros", fake_episode)
+    out = tmp_path / "summary.json"
+    base = ["--ros", "--episodes", "2", "--out", str(tmp_path / "run"), "--json", str(out)]
+    sets = ["--set", "stall_radius_m=0.3", "--set", "lift_frames=5"]
+    assert main([*base, *sets]) == 0
+    assert launched == ["stall_radius_m=0.3,lift_frames=5"] * 2
+    assert json.loads(out.read_text())["set"] == ["stall_radius_m=0.3", "lift_frames=5"]
+    assert main([*base, "--set", "no_such_key=1"]) == 2  # checked before launching anything
+    assert "no_such_key: unknown key" in capsys.readouterr().err and len(launched) == 2
+    assert (
+        main([*base, "--set", "squeeze_joints=[rh_FFJ3, rh_MFJ3]"]) == 2
+    )  # the node's list is comma-separated
+    assert "may not contain ','" in capsys.readouterr().err and len(launched) == 2
+    scenario = load_scenarios(config_path("scenarios/easy.yaml"))[0]
+    runner, _ = episode_launch(
+        scenario, scenarios_file="scenarios/easy.yaml", mode="easy", policy_set="stall_radius_m=0.3"
+    )
+    (node,) = [n for n in runner.desc.nodes if n.label == "dynamic_grasp"]
+    params = {k: v for item in node.params if isinstance(item, dict) for k, v in item.items()}
+    assert params["policy_set"] == "stall_radius_m=0.3"
+
+
 def test_ros_episodes_run_the_servos_asked_for():
     """`--arm-servo drive --ros`: the episode's launch gives sim_node the drive servos."""
     from dexh2r_core.paths import config_path

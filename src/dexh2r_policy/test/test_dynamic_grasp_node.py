@@ -148,6 +148,11 @@ def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_laun
         ({"object_id": "no/such_object", "pools": "/tmp"}, "no grasp pool for object 'no/such_object'"),
         ({"object_id": "ball", "collision_guard": "maybe"}, "collision_guard: 'checkpoint', 'on' or 'off'"),
         ({"object_id": "ball", "collision_guard": "on"}, "needs the object model of 'ball'"),
+        ({"object_id": "ball", "policy_set": "stall_radius_m=0.3,no_such_key=1"}, "policy_set: no_such_key"),
+        (
+            {"object_id": "ball", "style": "closed_loop", "policy_set": "lift_frames"},
+            "policy_set lift_frames",
+        ),
     ],
 )
 def test_start_up_errors_exit_with_the_cause(node_launcher, params, message, tmp_path):

@@ -35,6 +35,7 @@ def episode_launch(
     actuation_delay_s: float = 0.0,
     camera_latency_s: float | None = None,
     arm_servo: str = "damped",
+    policy_set: str = "",
     env: dict[str, str] | None = None,
     timeout_s: float | None = None,
     startup_s: float = 60.0,
@@ -42,7 +43,8 @@ def episode_launch(
     """(LaunchRunner, its output) for one episode of `scenario`; call `runner.run()` (blocking).
 
     `scenarios_file` is under config/ (e.g. scenarios/easy.yaml); `repeat` selects the scenario's
-    repeat (`dexh2r_sim.scenario.repeat_scenario`). The launch ends when sim_node has decided the
+    repeat (`dexh2r_sim.scenario.repeat_scenario`); `policy_set` is dynamic_grasp_node's
+    DynamicGrasp overrides (`KEY=VALUE[,KEY=VALUE...]`). The launch ends when sim_node has decided the
     outcome (its record in `results_dir/episodes.jsonl`), or after `timeout_s`
     (default: the scenario's time limit at `rtf` plus `startup_s` for the nodes to load)."""
     from dexh2r_core.launch.parser import load_launch
@@ -63,6 +65,7 @@ def episode_launch(
         "record_dir": "" if record_dir is None else str(record_dir),
         "actuation_delay_s": repr(float(actuation_delay_s)),
         "arm_servo": arm_servo,
+        "policy_set": policy_set,
         "pools": pools or "",
     }
     if checkpoint:
