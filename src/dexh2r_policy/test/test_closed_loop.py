@@ -463,6 +463,25 @@ def test_stalled_approach_switches_in_the_pregrasp_style_only(hs):
     assert "align" not in [t.phase for _, t, _ in _run(policy, 30, obj, hand0, follow=False)]
 
 
+def test_the_loop_ends_an_approach_that_hovers_out_of_reach(hs):
+    """The closed loop's config (loop_policy_config): an approach held 25 cm from the nearest
+    grasp (MotionNet's over DDS on the low box) switches to align after `stall_frames`; with the
+    stall radius before (10 cm) it hovers on."""
+    from dexh2r_policy.closed_loop import loop_policy_config
+
+    def obj(k):
+        return _pose([0, 0, 0], [0.0, 0.0, 0.4])
+
+    hand0 = HandState(_pose([0, 0, 0], [0.37, 0.0, 0.4]), np.zeros(22))  # ring grasp at x = 0.12
+    phases = {}
+    for name, over in (("loop", {}), ("before", {"stall_radius_m": 0.10})):
+        cfg = loop_policy_config(_rules_cfg("pregrasp", easy_radius_m=0.05), "easy", overrides=over)
+        policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+        phases[name] = [t.phase for _, t, _ in _run(policy, 30, obj, hand0, follow=False)]
+    assert phases["loop"].index("align") == cfg.align_after_frames + cfg.stall_frames
+    assert "align" not in phases["before"]
+
+
 def test_stall_counts_progress_from_the_best_distance(hs):
     cfg = _rules_cfg("pregrasp", stall_radius_m=0.10, stall_frames=3, stall_progress_m=0.01)
     policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
