@@ -72,7 +72,7 @@ GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zon
 # An approach that makes no progress for 1 s ends anywhere within 30 cm of a pool grasp, not only
 # within 10 cm (DynamicGraspConfig.stall_radius_m): over DDS MotionNet's approach to the low box
 # hovered 25 cm from the object for 10 s (2 of 2 timeouts; with 0.3: 2 of 2 successes); the
-# alignment plans its own way in from there. In-process it changed none of 21 paired episodes
+# alignment plans its own way in from there. In-process it changed none of 22 paired episodes
 # (docs/closed_loop.md, session 15).
 STALL_RADIUS_M = 0.30
 # Measured actuation delay: medians over this many recent camera frames (1 s), capped (a stall
