@@ -186,7 +186,7 @@ def apply_overrides(config: Any, overrides: dict | None, source: str = "--set") 
 def parse_overrides(items: list[str], source: str = "--set") -> dict[str, Any]:
     """`KEY=VALUE` items (`--set`; dynamic_grasp_node's `policy_set`, comma-separated) -> {KEY:
     VALUE parsed as YAML}. ConfigError names an item without `=`; the keys are checked where
-    they are applied (`loop_policy_config`)."""
+    they are applied (`apply_overrides`)."""
     import yaml
 
     from dexh2r_core.config import ConfigError

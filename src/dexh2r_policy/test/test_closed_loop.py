@@ -611,9 +611,8 @@ def test_set_reaches_the_policy_node_over_ros(tmp_path, monkeypatch, capsys):
     assert json.loads(out.read_text())["set"] == ["stall_radius_m=0.3", "lift_frames=5"]
     assert main([*base, "--set", "no_such_key=1"]) == 2  # checked before launching anything
     assert "no_such_key: unknown key" in capsys.readouterr().err and len(launched) == 2
-    assert (
-        main([*base, "--set", "squeeze_joints=[rh_FFJ3, rh_MFJ3]"]) == 2
-    )  # the node's list is comma-separated
+    # The node's policy_set is comma-separated: a list value cannot go through it.
+    assert main([*base, "--set", "squeeze_joints=[rh_FFJ3, rh_MFJ3]"]) == 2
     assert "may not contain ','" in capsys.readouterr().err and len(launched) == 2
     scenario = load_scenarios(config_path("scenarios/easy.yaml"))[0]
     runner, _ = episode_launch(
