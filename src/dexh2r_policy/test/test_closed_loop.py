@@ -464,9 +464,10 @@ def test_stalled_approach_switches_in_the_pregrasp_style_only(hs):
 
 
 def test_the_loop_ends_an_approach_that_hovers_out_of_reach(hs):
-    """The closed loop's config (loop_policy_config): an approach held 25 cm from the nearest
-    grasp (MotionNet's over DDS on the low box) switches to align after `stall_frames`; with the
-    stall radius before (10 cm) it hovers on."""
+    """The closed loop's config (loop_policy_config), easy set: an approach held 25 cm from
+    the nearest grasp (MotionNet's over DDS on the low box) switches to align after
+    `stall_frames`; with the stall radius before (10 cm) it hovers on. The hard set keeps the
+    checkpoint's radius."""
     from dexh2r_policy.closed_loop import loop_policy_config
 
     def obj(k):
@@ -480,6 +481,8 @@ def test_the_loop_ends_an_approach_that_hovers_out_of_reach(hs):
         phases[name] = [t.phase for _, t, _ in _run(policy, 30, obj, hand0, follow=False)]
     assert phases["loop"].index("align") == cfg.align_after_frames + cfg.stall_frames
     assert "align" not in phases["before"]
+    base = _rules_cfg("pregrasp")
+    assert loop_policy_config(base, "hard").stall_radius_m == base.stall_radius_m
 
 
 def test_stall_counts_progress_from_the_best_distance(hs):
