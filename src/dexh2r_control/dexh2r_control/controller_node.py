@@ -54,12 +54,18 @@ import threading
 import numpy as np
 
 
-def brake_tail(q: np.ndarray, v: np.ndarray, a_max: np.ndarray) -> tuple[float, np.ndarray] | None:
-    """(duration, stop position) of a synchronised brake from (q, v); None when already still."""
+def brake_tail(
+    q: np.ndarray, v: np.ndarray, a_max: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> tuple[float, np.ndarray] | None:
+    """(duration, stop position) of a synchronised brake from (q, v); None when already still.
+
+    The stop position is kept within the joint limits: the slowest joint to stop sets the
+    duration, and a joint braking over that longer time can stop past a limit its own a_max
+    would have stopped it short of (a demo over DDS commanded rh_WRJ2 0.143 rad, limit 0.14)."""
     t_stop = float(np.max(np.abs(v) / a_max))
     if t_stop <= 1e-6:
         return None
-    return t_stop, q + 0.5 * v * t_stop
+    return t_stop, np.clip(q + 0.5 * v * t_stop, lower, upper)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,7 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         first.time_from_start.sec, first.time_from_start.nanosec = 0, int(period * 1e9)
         msg.points.append(first)
-        tail = brake_tail(cmd.positions[sl], cmd.velocities[sl], a_max[sl])
+        safety = ctrl.safety
+        tail = brake_tail(
+            cmd.positions[sl], cmd.velocities[sl], a_max[sl], safety.lower[sl], safety.upper[sl]
+        )
         if tail is not None:
             t_end = period + tail[0]
             last = JointTrajectoryPoint(

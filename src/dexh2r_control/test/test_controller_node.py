@@ -194,3 +194,17 @@ def test_dry_run_publishes_commands_on_dry_run_topics_only(node_launcher, ros_no
     # Nothing is offered on the actuator topics.
     assert ros_node.count_publishers(ARM) == 0 and ros_node.count_publishers(HAND) == 0
     assert "DRY RUN" in proc.log_text()
+
+
+def test_brake_tail_stops_within_the_joint_limits():
+    """The synchronised brake takes as long as its slowest joint: a joint braking over that
+    time from near its limit would stop past it (seen over DDS: rh_WRJ2 commanded 0.143 rad,
+    limit 0.14). The tail's stop position stays inside the limits; a still robot has no tail."""
+    from dexh2r_control.controller_node import brake_tail
+
+    q, v, a_max = np.array([0.0, 0.139]), np.array([2.0, 0.1]), np.array([1.0, 1.0])
+    lower, upper = np.array([-3.0, -0.489]), np.array([3.0, 0.14])
+    t_stop, stop = brake_tail(q, v, a_max, lower, upper)
+    assert t_stop == 2.0  # the first joint's 2 s
+    assert stop[0] == 2.0 and stop[1] == 0.14  # unclipped: 0.139 + 0.5 * 0.1 * 2 = 0.239
+    assert brake_tail(q, np.zeros(2), a_max, lower, upper) is None
