@@ -202,6 +202,21 @@ def parse_overrides(items: list[str], source: str = "--set") -> dict[str, Any]:
     return overrides
 
 
+def policy_set_param(items: list[str]) -> str:
+    """`--set` items as dynamic_grasp_node's `policy_set` parameter (comma-separated; read back
+    by `parse_policy_set`). ConfigError for a value with a comma, which the list cannot carry."""
+    from dexh2r_core.config import ConfigError
+
+    if any("," in item for item in items):
+        raise ConfigError("--set with --ros: a value may not contain ','")
+    return ",".join(items)
+
+
+def parse_policy_set(text: str) -> dict[str, Any]:
+    """dynamic_grasp_node's `policy_set` parameter (`policy_set_param`) -> overrides."""
+    return parse_overrides([item for item in text.split(",") if item.strip()], "policy_set")
+
+
 def sim_arm_speeds() -> np.ndarray:
     """The sim arm's joint speeds (rad/s; its wrists are slow): the goal ranking's reach cost."""
     from dexh2r_sim.scripted import ScriptConfig
@@ -966,6 +981,7 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
     """`--ros`: one launch of the node graph per episode (closed_loop_ros)."""
     from tqdm import tqdm
 
+    from dexh2r_core.config import ConfigError
     from dexh2r_policy.closed_loop_ros import run_episode_ros
 
     in_process_only = {
@@ -984,8 +1000,10 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
             file=sys.stderr,
         )
         return 2
-    if any("," in item for item in args.set):  # dynamic_grasp_node's policy_set is comma-separated
-        print("dexh2r eval closed-loop: --set with --ros: a value may not contain ','", file=sys.stderr)
+    try:
+        policy_set = policy_set_param(args.set)
+    except ConfigError as exc:
+        print(f"dexh2r eval closed-loop: {exc}", file=sys.stderr)
         return 2
     from dexh2r_core.ros_env import apply_run_defaults
 
@@ -1018,7 +1036,7 @@ def _main_ros(args: argparse.Namespace, scenarios: list, mode: str, out: Path) -
                 actuation_delay_s=delay,
                 camera_latency_s=camera_latency,
                 arm_servo=args.arm_servo,
-                policy_set=",".join(args.set),
+                policy_set=policy_set,
                 env=env,
                 record=args.record,
             )

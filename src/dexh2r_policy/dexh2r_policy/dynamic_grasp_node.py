@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         apply_overrides,
         arm_reach_cost,
         loop_policy_config,
-        parse_overrides,
+        parse_policy_set,
         sim_arm_speeds,
     )
     from dexh2r_policy.dynamic_grasp import (
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     guard = cfg.policy.collision_guard if guard_param == "checkpoint" else guard_param == "on"
     policy_config = replace(cfg.policy, mode=mode, collision_guard=guard)
     try:
-        overrides = parse_overrides([item for item in policy_set.split(",") if item.strip()], "policy_set")
+        overrides = parse_policy_set(policy_set)
         if style == "closed_loop":
             policy_config = loop_policy_config(policy_config, mode)
         policy_config = apply_overrides(policy_config, overrides, source="policy_set")
