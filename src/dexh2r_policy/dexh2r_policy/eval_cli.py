@@ -1,9 +1,9 @@
 """`dexh2r eval <what>`: evaluations of the policy stack (sub-dispatcher).
 
-    dexh2r eval grasps --json OUT        # the paper's grasp table for a grasp generator
-    dexh2r eval offline --policy motionnet --mode easy --split test --json OUT   # replay benchmark
-
-`closed-loop` (physics episodes) joins here.
+dexh2r eval grasps --json OUT        # the paper's grasp table for a grasp generator
+dexh2r eval offline --policy motionnet --mode easy --split test --json OUT   # replay benchmark
+dexh2r eval closed-loop --scenarios config/scenarios/easy.yaml --episodes 50 --json OUT
+dexh2r eval compare RUN_A RUN_B      # two closed-loop runs: what changed, and is it noise
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "closed-loop": (
         "dexh2r_policy.closed_loop:main",
         "handovers in the sim cell through perception, DynamicGrasp and the controller",
+    ),
+    "compare": (
+        "dexh2r_policy.eval_compare:main",
+        "two closed-loop runs: rates with 95 % intervals, changed episodes, an exact test",
     ),
 }
 

@@ -78,6 +78,9 @@ def test_summary_rates_and_bad_checkpoint(tmp_path, capsys):
     assert s["hit_human_by_phase"] == {"align": 1, "unknown": 1}
     assert s["hit_human_after_release"] == 1  # counted in hit_human_rate all the same
     assert s["time_to_handover_s_median"] == 3.0  # successes only
+    lo, hi = s["ci95"]["success_rate"]  # 2 of 4: a Wilson interval, wide
+    assert lo == pytest.approx(0.150, abs=1e-3) and hi == pytest.approx(0.850, abs=1e-3)
+    assert s["ci95"]["time_to_handover_s_median"] is None  # 2 successes cannot bound a median
     args = ["--checkpoint", str(tmp_path / "none.pt"), "--json", str(tmp_path / "x.json")]
     assert main(args) == 2
     assert "checkpoint not found" in capsys.readouterr().err
