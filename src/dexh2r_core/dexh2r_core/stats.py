@@ -1,4 +1,4 @@
-"""Small-sample statistics for evaluation runs (ROS-free, deterministic: no resampling).
+"""Small-sample statistics for evaluation runs (standard library only, deterministic: no resampling).
 
 A 50-episode success rate of 0.66 has a 95 % interval of about 0.52-0.78, so two runs that
 differ by a few episodes may not differ at all. The evaluations report these intervals next to
@@ -14,8 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 
-from scipy.stats import binom, norm
+
+def _binom_half_cdf(k: int, n: int) -> float:
+    """P(Bin(n, 1/2) <= k), exact (integer sums)."""
+    if k < 0:
+        return 0.0
+    return sum(math.comb(n, i) for i in range(min(k, n) + 1)) / 2**n
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -25,7 +31,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
         raise ValueError(f"wilson_interval: need 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
         return 0.0, 1.0
-    z = float(norm.ppf(0.5 + confidence / 2))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
@@ -40,9 +46,9 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[
     n = len(x)
     alpha = 1.0 - confidence
     # The largest k with P(Bin(n, 1/2) < k) <= alpha / 2: the interval [x_(k), x_(n-k+1)].
-    k = int(binom.ppf(alpha / 2, n, 0.5))
-    while k > 0 and binom.cdf(k - 1, n, 0.5) > alpha / 2:
-        k -= 1
+    k = 0
+    while k < n // 2 and _binom_half_cdf(k, n) <= alpha / 2:
+        k += 1
     if k < 1:
         return None
     return x[k - 1], x[n - k]
@@ -56,4 +62,4 @@ def mcnemar_exact(b: int, c: int) -> float:
     n = b + c
     if n == 0:
         return 1.0
-    return min(1.0, 2.0 * float(binom.cdf(min(b, c), n, 0.5)))
+    return min(1.0, 2.0 * _binom_half_cdf(min(b, c), n))

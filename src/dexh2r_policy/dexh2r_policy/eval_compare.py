@@ -30,8 +30,7 @@ from typing import Any
 from scipy.stats import fisher_exact
 
 from dexh2r_core.stats import mcnemar_exact, wilson_interval
-
-OUTCOMES = ("success", "hit-human", "drop", "timeout", "safety-stop", "error")
+from dexh2r_policy.closed_loop import OUTCOME_KEYS as OUTCOMES
 
 
 class RunError(ValueError):
