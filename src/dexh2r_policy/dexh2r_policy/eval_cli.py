@@ -1,9 +1,11 @@
 """`dexh2r eval <what>`: evaluations of the policy stack (sub-dispatcher).
 
-dexh2r eval grasps --json OUT        # the paper's grasp table for a grasp generator
-dexh2r eval offline --policy motionnet --mode easy --split test --json OUT   # replay benchmark
-dexh2r eval closed-loop --scenarios config/scenarios/easy.yaml --episodes 50 --json OUT
-dexh2r eval compare RUN_A RUN_B      # two closed-loop runs: what changed, and is it noise
+    dexh2r eval grasps --json OUT        # the paper's grasp table for a grasp generator
+    dexh2r eval offline --policy motionnet --mode easy --split test --json OUT   # replay benchmark
+    dexh2r eval closed-loop --scenarios config/scenarios/easy.yaml --episodes 50 --json OUT
+    dexh2r eval compare RUN_A RUN_B      # two closed-loop runs: what changed, and is it noise
+
+Each prints its options with --help.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     asked_help = bool(argv) and argv[0] in ("-h", "--help")
     if not argv or asked_help or argv[0] not in SUBCOMMANDS:
         lines = ["usage: dexh2r eval <what> [args...]", "", "what:"]
-        lines += [f"  {name:<8} {text}" for name, (_, text) in SUBCOMMANDS.items()]
+        width = max(map(len, SUBCOMMANDS))
+        lines += [f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
         if argv and not asked_help:
             lines.insert(0, f"dexh2r eval: unknown evaluation '{argv[0]}'")
         print("\n".join(lines), file=sys.stdout if asked_help else sys.stderr)
