@@ -13,6 +13,8 @@ def test_wilson_interval_known_values_and_edges():
     assert (lo, hi) == pytest.approx((0.5215, 0.7756), abs=1e-4)
     assert wilson_interval(0, 50)[0] == 0.0 and 0.05 < wilson_interval(0, 50)[1] < 0.08
     assert wilson_interval(50, 50)[1] == 1.0
+    for n in range(1, 60):  # exact ends, no float residue
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
     assert wilson_interval(0, 0) == (0.0, 1.0)
     with pytest.raises(ValueError, match="0 <= k <= n"):
         wilson_interval(5, 3)
