@@ -670,10 +670,22 @@ def _angle(A: np.ndarray, B: np.ndarray) -> float:
 
 
 OUTCOME_KEYS = ("success", "hit-human", "drop", "timeout", "safety-stop", "error")
+RATE_OUTCOMES = OUTCOME_KEYS[:5]  # the outcomes with a rate in the summary ("error" is counted)
+
+
+def outcome_rates(rows: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per outcome of RATE_OUTCOMES: its `count`, `rate` (0 without rows) and 95 % Wilson
+    interval `ci95` (`summarize`, `dexh2r eval compare`)."""
+    n = len(rows)
+    out = {}
+    for k in RATE_OUTCOMES:
+        count = sum(r["outcome"] == k for r in rows)
+        out[k] = {"count": count, "rate": count / max(1, n), "ci95": list(wilson_interval(count, n))}
+    return out
 
 
 def summarize(rows: list[dict]) -> dict[str, Any]:
-    n = max(1, len(rows))
+    rates = outcome_rates(rows)
     tth = [
         r["time_to_handover_s"]
         for r in rows
@@ -681,10 +693,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
     ]
     return {
         "episodes": len(rows),
-        **{
-            f"{k.replace('-', '_')}_rate": sum(r["outcome"] == k for r in rows) / n
-            for k in ("success", "hit-human", "drop", "timeout", "safety-stop")
-        },
+        **{f"{k.replace('-', '_')}_rate": v["rate"] for k, v in rates.items()},
         "time_to_handover_s_median": float(np.median(tth)) if tth else None,
         "limit_violations": sum(r["limit_violations"] for r in rows),
         # Episodes without an outcome (--ros: the graph failed; each row says why).
@@ -709,12 +718,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
         # 95 % intervals: Wilson for the rates, order statistics for the median (None below 6
         # successes). 50 episodes leave about +-0.13 on a rate near 0.5 (docs/closed_loop.md).
         "ci95": {
-            **{
-                f"{k.replace('-', '_')}_rate": list(
-                    wilson_interval(sum(r["outcome"] == k for r in rows), len(rows))
-                )
-                for k in ("success", "hit-human", "drop", "timeout", "safety-stop")
-            },
+            **{f"{k.replace('-', '_')}_rate": v["ci95"] for k, v in rates.items()},
             "time_to_handover_s_median": _list_or_none(median_interval(tth)),
         },
     }

@@ -29,8 +29,8 @@ from typing import Any
 
 from scipy.stats import fisher_exact
 
-from dexh2r_core.stats import mcnemar_exact, wilson_interval
-from dexh2r_policy.closed_loop import OUTCOME_KEYS as OUTCOMES
+from dexh2r_core.stats import mcnemar_exact
+from dexh2r_policy.closed_loop import RATE_OUTCOMES, outcome_rates
 
 
 class RunError(ValueError):
@@ -64,16 +64,6 @@ def load_run(folder: str | Path) -> tuple[list[dict], dict]:
 def repeatable(summary: dict) -> bool:
     """True for a run whose episodes repeat exactly: in-process at a fixed actuation delay."""
     return summary.get("path") == "in-process" and summary.get("actuation_delay") not in (None, "measured")
-
-
-def _rates(rows: list[dict]) -> dict[str, Any]:
-    n = len(rows)
-    out = {}
-    for k in OUTCOMES[:5]:
-        hits = sum(r["outcome"] == k for r in rows)
-        lo, hi = wilson_interval(hits, n)
-        out[k] = {"count": hits, "rate": hits / n, "ci95": [lo, hi]}
-    return out
 
 
 def _difference_test(a: list[dict], b: list[dict], outcome: str, paired: bool) -> dict[str, Any]:
@@ -111,8 +101,8 @@ def compare(a_rows: list[dict], b_rows: list[dict], paired: bool) -> dict[str, A
     return {
         "paired": paired,
         "episodes": [len(a_rows), len(b_rows)],
-        "a": _rates(a_rows),
-        "b": _rates(b_rows),
+        "a": outcome_rates(a_rows),
+        "b": outcome_rates(b_rows),
         "changed": changed,
         "transitions": dict(transitions.most_common()),
         "success": _difference_test(a_rows, b_rows, "success", paired),
@@ -124,7 +114,7 @@ def format_report(result: dict[str, Any], names: tuple[str, str]) -> str:
     a, b = names
     lines = [f"A = {a}", f"B = {b}", ""]
     lines.append(f"{'outcome':<12} {'A':>22} {'B':>22}")
-    for k in OUTCOMES[:5]:
+    for k in RATE_OUTCOMES:
         cells = []
         for side in ("a", "b"):
             r = result[side][k]
