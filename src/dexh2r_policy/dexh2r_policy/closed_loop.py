@@ -158,7 +158,7 @@ def loop_policy_config(
 ) -> Any:
     """The DynamicGraspConfig the closed loop runs: the checkpoint's `base` with the loop's
     alignment, slow pull, lead, giver tip extension, symmetric pool, pose gate and smoothing,
-    the easy set's stall radius (docs/closed_loop.md),
+    the easy set's stall radius, goals whose close holds the object (docs/closed_loop.md),
     then `overrides` (checked like a config file: ConfigError names a wrong key). Used in-process
     and by dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
     config = replace(
@@ -173,6 +173,7 @@ def loop_policy_config(
         pose_gate_m=POSE_GATE_M,
         pose_smoothing=POSE_SMOOTHING,
         stall_radius_m=EASY_STALL_RADIUS_M if mode == "easy" else base.stall_radius_m,
+        require_close_hold=True,
     )
     return apply_overrides(config, overrides)
 

@@ -477,8 +477,128 @@ def _reseeded(path: str, seed: int, out: Path) -> str:
     return str(copy.resolve())
 
 
+def _hold_worker(job: tuple) -> dict:
+    """One pool file's close-hold results (runs in a worker process or inline)."""
+    path, robot_name, position, all_rows = job
+    import numpy as np
+    from tqdm import tqdm
+
+    from dexh2r_core.robot.description import RobotDescription
+    from dexh2r_policy.grasps.close_hold import hold_path, run_pool
+    from dexh2r_policy.grasps.pool import GraspPool
+    from dexh2r_sim.objects import ObjectLibrary
+
+    pool = GraspPool.load(path)
+    robot = RobotDescription.load(robot_name)
+    obj = ObjectLibrary().get(pool.object_id, scale=pool.object_scale)
+    rows = np.ones(len(pool), bool) if all_rows or not pool.succ6.any() else pool.succ6
+    t0 = time.perf_counter()
+    with tqdm(
+        total=int(rows.sum()), desc=Path(path).name, position=position, leave=False, disable=None
+    ) as bar:
+        res = run_pool(robot, obj, pool, pool.info.get("family") == "pinch", progress=bar.update, rows=rows)
+    res.save(hold_path(path))
+    holds = res.holds()
+    return {
+        "file": Path(path).name,
+        "tested": int(rows.sum()),
+        "holds": int(holds.sum()),
+        "holds_of_succ6": int((holds & pool.succ6).sum()),
+        "succ6": int(pool.succ6.sum()),
+        "seconds_per_grasp": (time.perf_counter() - t0) / max(int(rows.sum()), 1),
+    }
+
+
+def hold(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="dexh2r datagen hold",
+        description="close-hold results of grasp pools: does the closed loop's close (open -> squeezed) "
+        "hold the object's weight (dexh2r_policy.grasps.close_hold)",
+    )
+    parser.add_argument(
+        "--pools", default="data/pools", help="pool folder (writes <pool>.hold.npz next to each)"
+    )
+    parser.add_argument(
+        "--objects", default="*", help="fnmatch patterns of pool file stems (a,b), e.g. prim__mug*"
+    )
+    parser.add_argument("--all-rows", action="store_true", help="test every row, not only the succ6 grasps")
+    parser.add_argument("--workers", type=int, default=1, help="processes (pool files in parallel)")
+    parser.add_argument("--robot", default="ur5_shadow")
+    parser.add_argument("--overwrite", action="store_true", help="recompute results that exist and match")
+    args = parser.parse_args(argv)
+    from tqdm import tqdm
+
+    from dexh2r_policy.grasps.close_hold import hold_path, load_holds
+    from dexh2r_policy.grasps.pool import GraspPool
+
+    folder = Path(args.pools)
+    if not folder.is_dir():
+        where = f"{folder} is not a folder (make pools with `dexh2r datagen grasps`)"
+        print(f"dexh2r datagen hold: {where}", file=sys.stderr)
+        return 2
+    patterns = [p.strip() for p in args.objects.split(",") if p.strip()]
+    files = sorted(
+        p
+        for p in folder.glob("*.npz")
+        if not p.name.endswith((".hold.npz", ".tmp.npz"))
+        and any(fnmatch.fnmatch(p.name[: -len(".npz")], pat) for pat in patterns)
+    )
+    if not files:
+        what = f"no pool file in {folder} matches --objects {args.objects}"
+        print(f"dexh2r datagen hold: {what}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("dexh2r datagen hold: --workers must be >= 1", file=sys.stderr)
+        return 2
+    todo = []
+    for p in files:
+        if hold_path(p).exists() and not args.overwrite:
+            try:
+                load_holds(p, GraspPool.load(p))
+                continue  # results of these grasps exist
+            except ValueError:
+                pass  # stale or unreadable: recompute
+        todo.append(p)
+    t0 = time.perf_counter()
+    jobs = [(str(p), args.robot, 1 + k % args.workers, args.all_rows) for k, p in enumerate(todo)]
+    rows = []
+    with tqdm(
+        total=len(files), initial=len(files) - len(todo), desc="pools", unit="file", disable=None
+    ) as bar:
+        if args.workers == 1:
+            results = map(_hold_worker, jobs)
+        else:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn").Pool(args.workers)
+            results = ctx.imap_unordered(_hold_worker, jobs)
+        for row in results:
+            rows.append(row)
+            bar.update(1)
+            tqdm.write(
+                f"{row['file']}: {row['holds']} of {row['tested']} tested hold "
+                f"({row['holds_of_succ6']} of {row['succ6']} succ6)"
+            )
+        if args.workers > 1:
+            ctx.close()
+            ctx.join()
+    summary_path = folder / "summary.hold.json"
+    if rows:  # merged with the files tested before (a run on some files keeps the others' rows)
+        old = json.loads(summary_path.read_text())["files"] if summary_path.exists() else []
+        merged = {r["file"]: r for r in old + rows}
+        summary = {
+            "pools": str(folder),
+            "wall_s": time.perf_counter() - t0,
+            "files": sorted(merged.values(), key=lambda r: r["file"]),
+        }
+        summary_path.write_text(json.dumps(summary, indent=2))
+    print(f"{len(rows)} pool files tested, {len(files) - len(todo)} up to date -> {folder}/summary.hold.json")
+    return 0
+
+
 SUBCOMMANDS = {
     "grasps": (grasps, "tested grasp pools per object (whole-hand 25 x 20, or --family pinch)"),
+    "hold": (hold, "close-hold results of pools: does the closed loop's close hold the weight"),
     "episodes": (episodes, "expert handover episodes in the DexH2R layout"),
 }
 

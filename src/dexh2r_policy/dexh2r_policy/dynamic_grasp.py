@@ -131,6 +131,11 @@ class DynamicGraspConfig:
     align_clearance_m: float = 0.03  # goal and pre-grasp (open hand) this far from the giver
     giver_opposite_cos: float = 0.5  # the hand on the far side of the object from the giver
     max_goal_rotation_rad: float = 1.75  # goals that turn the hand further are not candidates
+    # Pregrasp style: commit only to grasps whose own close (open -> squeezed, as the alignment
+    # closes) holds the object's weight (the pool's `holds`, `grasps.close_hold`, written by
+    # `dexh2r datagen hold`); all grasps when the pool has no results or none holds. Off: the
+    # paper's pool as it is. The closed loop turns it on (docs/closed_loop.md, session 17).
+    require_close_hold: bool = False
     # With the object model (`set_object_model`) of an axisymmetric object (a can): the pool also
     # holds every grasp turned end for end, which a tracker cannot tell apart. A can tracked upside
     # down otherwise offers other grasps than the true pose does: with cameras the loop chose a
@@ -236,13 +241,15 @@ class HandTarget:
 @dataclass
 class ObjectGraspPool:
     """Grasps in the object frame: T_obj_hand [G, 4, 4], finger_q [G, 22] (finger_joint_names order),
-    and which are fingertip pinches (`pinch` [G] bool, `grasps.pinch`: they open and squeeze
-    other joints than the whole-hand grasps)."""
+    which are fingertip pinches (`pinch` [G] bool, `grasps.pinch`: they open and squeeze
+    other joints than the whole-hand grasps), and which hold the object's weight when the closed
+    loop closes them (`holds` [G] bool, `grasps.close_hold`; None: not tested)."""
 
     T_obj_hand: np.ndarray
     finger_q: np.ndarray
     name: str = ""
     pinch: np.ndarray | None = None
+    holds: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.T_obj_hand = np.asarray(self.T_obj_hand, dtype=np.float64).reshape(-1, 4, 4)
@@ -251,6 +258,8 @@ class ObjectGraspPool:
         self.finger_q = np.asarray(self.finger_q, dtype=np.float64).reshape(len(self.T_obj_hand), -1)
         n = len(self.T_obj_hand)
         self.pinch = np.zeros(n, bool) if self.pinch is None else np.asarray(self.pinch, bool).reshape(n)
+        if self.holds is not None:
+            self.holds = np.asarray(self.holds, bool).reshape(n)
         if not (np.isfinite(self.T_obj_hand).all() and np.isfinite(self.finger_q).all()):
             raise BadInputError(f"grasp pool {self.name or '(unnamed)'} contains NaN or inf")
 
@@ -265,18 +274,24 @@ class ObjectGraspPool:
         return cls.from_grasp_pools([pool], stable_only, pool.object_id)
 
     @classmethod
-    def from_grasp_pools(cls, pools: list, stable_only: bool = True, name: str = "") -> ObjectGraspPool:
+    def from_grasp_pools(
+        cls, pools: list, stable_only: bool = True, name: str = "", holds: list | None = None
+    ) -> ObjectGraspPool:
         """One pool from an object's `GraspPool` files (one per grasp family): the succ6 grasps of
-        every family when `stable_only` and any is stable, else every candidate."""
+        every family when `stable_only` and any is stable, else every candidate. `holds`: per
+        file its close-hold flags ([N] bool, `grasps.close_hold.load_holds`) or None; the pool
+        has `holds` only when every file has them."""
         keep = [g.succ6 for g in pools]
         if not stable_only or not any(k.any() for k in keep):
             keep = [np.ones(len(g), bool) for g in pools]
         rows = list(zip(pools, keep, strict=True))
+        tested = holds is not None and all(h is not None for h in holds)
         return cls(
             np.concatenate([g.T_obj_hand[k] for g, k in rows]),
             np.concatenate([g.finger_q[k] for g, k in rows]),
             name,
             np.concatenate([np.full(int(k.sum()), g.info.get("family") == "pinch") for g, k in rows]),
+            np.concatenate([h[k] for h, k in zip(holds, keep, strict=True)]) if tested else None,
         )
 
     def symmetrized(self, rotations: np.ndarray) -> ObjectGraspPool:
@@ -291,6 +306,7 @@ class ObjectGraspPool:
             np.tile(self.finger_q, (len(rotations), 1)),
             self.name,
             np.tile(self.pinch, len(rotations)),
+            None if self.holds is None else np.tile(self.holds, len(rotations)),  # the object's symmetry
         )
 
     @classmethod
@@ -917,13 +933,34 @@ class DynamicGrasp:
         ones whose hand (closed at the grasp, open at the pre-grasp and at the grasp) clears the giver by
         `align_clearance_m` (none: those within 5 mm of the largest clearance), then the lowest
         `reach_cost` if given, else the smallest rotation. Without keypoints the run-time rule
-        (`select_target`). Either way never a goal abandoned before (`tried`: jammed)."""
+        (`select_target`). Either way never a goal abandoned before (`tried`: jammed). With
+        `require_close_hold`, of those candidates the ones whose close holds the object
+        (`ObjectGraspPool.holds`); if none does, the same selection among the grasps that hold
+        (if any does). So the goal changes only where the old one would not hold."""
         c = self.config
-        free_of_tried = np.ones(len(pool_world), bool)
-        free_of_tried[list(self.state.tried)] = False
+        allowed = np.ones(len(pool_world), bool)
+        allowed[list(self.state.tried)] = False
+        holds = self.pool.holds if c.require_close_hold and self.pool is not None else None
         if giver is None:
-            keep = np.flatnonzero(free_of_tried) if free_of_tried.any() else np.arange(len(pool_world))
+            if holds is not None and (holds & allowed).any():
+                allowed &= holds
+            keep = np.flatnonzero(allowed) if allowed.any() else np.arange(len(pool_world))
             return int(keep[select_target(pool_world[keep], hand.T_world_hand, c.top_k)])
+        free = self._candidates(obj_pose, pool_world, giver, hand, allowed)
+        if holds is not None and not holds[free].any() and (holds & allowed).any():
+            free = self._candidates(obj_pose, pool_world, giver, hand, allowed & holds)
+        if holds is not None and holds[free].any():
+            free = free[holds[free]]
+        if self.reach_cost is not None:
+            cost = np.asarray(self.reach_cost(pool_world[free]), dtype=np.float64)
+            if np.isfinite(cost).any():
+                return int(free[int(np.argmin(cost))])
+        ang = rotation_angles(hand.T_world_hand[None, :3, :3], pool_world[free, :3, :3])
+        return int(free[int(np.argmin(ang))])
+
+    def _candidates(self, obj_pose, pool_world, giver, hand: HandState, allowed: np.ndarray) -> np.ndarray:
+        """`_select_committed`'s candidates among the `allowed` grasps, before the ranking."""
+        c = self.config
         centre = obj_pose[:3, 3]
         to_hand = pool_world[:, :3, 3] - centre
         to_hand /= np.maximum(np.linalg.norm(to_hand, axis=1, keepdims=True), 1e-9)
@@ -933,21 +970,16 @@ class DynamicGrasp:
         ok &= (
             rotation_angles(hand.T_world_hand[None, :3, :3], pool_world[:, :3, :3]) <= c.max_goal_rotation_rad
         )
-        cand = np.flatnonzero(ok & free_of_tried)
+        cand = np.flatnonzero(ok & allowed)
         if not len(cand):
-            cand = np.flatnonzero(free_of_tried) if free_of_tried.any() else np.arange(len(pool_world))
+            cand = np.flatnonzero(allowed) if allowed.any() else np.arange(len(pool_world))
         d = np.linalg.norm(pool_world[cand, :3, 3] - hand.T_world_hand[:3, 3], axis=1)
         wide = cand[np.argsort(d, kind="stable")[: 2 * c.top_k]]
         gap = self._clearance(wide, obj_pose, giver)
         free = wide[gap >= c.align_clearance_m][: c.top_k]
         if not len(free):  # none clears the giver by the margin: those that clear it most
             free = wide[gap >= gap.max() - 0.005][: c.top_k]
-        if self.reach_cost is not None:
-            cost = np.asarray(self.reach_cost(pool_world[free]), dtype=np.float64)
-            if np.isfinite(cost).any():
-                return int(free[int(np.argmin(cost))])
-        ang = rotation_angles(hand.T_world_hand[None, :3, :3], pool_world[free, :3, :3])
-        return int(free[int(np.argmin(ang))])
+        return free
 
     def _commit(self, g: int, obj_pose: np.ndarray, giver: np.ndarray | None) -> None:
         """Aim the alignment at pool grasp g: its open hand, and its giver clearance now."""
@@ -1140,10 +1172,11 @@ class PoolLibrary:
 
     Looks for `<folder>/<object>.npz` (a `GraspPool` file; `/` in ids written as `__`, as
     `pool_filename`) and the object's other grasp families next to it (`<object>.pinch.npz`),
-    and joins them into one pool; `families` restricts which (default: every family found).
-    Else, per sequence, the real dataset's `model_final_qpose_cvae.pt` ([T, 500, 30] world-frame
-    grasps, brought to the object frame with the first frame's object pose; zero rows, the MANO
-    filter's padding, are dropped)."""
+    and joins them into one pool; `families` restricts which (default: every family found), with
+    their close-hold results where `dexh2r datagen hold` wrote them (`<pool>.hold.npz`;
+    DynamicGraspError when they belong to other grasps). Else, per sequence, the real dataset's
+    `model_final_qpose_cvae.pt` ([T, 500, 30] world-frame grasps, brought to the object frame
+    with the first frame's object pose; zero rows, the MANO filter's padding, are dropped)."""
 
     def __init__(self, folder, stable_only: bool = True, families: tuple[str, ...] | None = None) -> None:
         from pathlib import Path
@@ -1204,11 +1237,15 @@ class PoolLibrary:
                     stacklevel=2,
                 )
         if paths:
+            from dexh2r_policy.grasps.close_hold import load_holds
             from dexh2r_policy.grasps.pool import GraspPool
 
-            pool = ObjectGraspPool.from_grasp_pools(
-                [GraspPool.load(p) for p in paths], self.stable_only, object_name
-            )
+            files = [GraspPool.load(p) for p in paths]
+            try:
+                holds = [load_holds(p, g) for p, g in zip(paths, files, strict=True)]
+            except ValueError as exc:
+                raise DynamicGraspError(str(exc)) from exc
+            pool = ObjectGraspPool.from_grasp_pools(files, self.stable_only, object_name, holds)
             self._cache[key] = pool
             return pool
         if sequence_folder is not None:

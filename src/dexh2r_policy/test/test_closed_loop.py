@@ -263,6 +263,45 @@ def test_committed_goal_avoids_the_giver_side_and_uses_the_reach_cost(hs):
     assert calls and g2 == 3  # the ring grasp at +90 deg: y = +0.12
 
 
+def test_committed_goal_is_one_whose_close_holds_the_object(hs):
+    """With `require_close_hold` (the closed loop's setting) the alignment commits only to pool
+    grasps whose own close holds the object (`ObjectGraspPool.holds`, `grasps.close_hold`): the
+    reach cost's favourite is skipped when it does not hold; all grasps when none holds, when the
+    pool was not tested, or with the rule off (the paper's pool)."""
+    from dataclasses import replace
+
+    from dexh2r_policy.closed_loop import loop_policy_config
+    from dexh2r_policy.dynamic_grasp import giver_points
+
+    obj = _pose([0, 0, 0], [0.5, 0.0, 0.4])
+    kp = (
+        obj[:3, 3] + np.array([0.0, -0.09, -0.02]) + np.random.default_rng(1).normal(scale=0.01, size=(21, 3))
+    )
+    hand = HandState(_pose([0, 0, 0], [0.5, 0.2, 0.45]), np.zeros(22))
+    ring = _ring_pool()
+
+    def choose(holds, **kw):
+        pool = ObjectGraspPool(ring.T_obj_hand, ring.finger_q, "ring", holds=holds)
+        cfg = _cfg("pregrasp", align_clearance_m=0.0, **kw)
+        policy = DynamicGrasp(_StillPlanner(), pool, cfg, n_points=32, hand_surface=hs)
+        policy.reach_cost = lambda T: -T[:, 1, 3]  # prefers the hand furthest along +y: grasp 3
+        return policy._select_committed(obj, obj[None] @ pool.T_obj_hand, giver_points(kp), hand)
+
+    holds = np.ones(12, bool)
+    holds[3] = False
+    assert choose(None, require_close_hold=True) == 3
+    assert choose(holds, require_close_hold=False) == 3
+    g = choose(holds, require_close_hold=True)
+    assert g != 3 and g in (2, 4)  # the next along +y that holds
+    assert choose(np.zeros(12, bool), require_close_hold=True) == 3  # none holds: the rule steps aside
+    sym = ObjectGraspPool(ring.T_obj_hand, ring.finger_q, "ring", holds=holds).symmetrized(
+        np.stack([np.eye(3), Rotation.from_rotvec([np.pi, 0, 0]).as_matrix()])
+    )
+    assert np.array_equal(sym.holds, np.tile(holds, 2))  # a symmetric copy holds as its original
+    assert not DynamicGraspConfig().require_close_hold
+    assert loop_policy_config(replace(DynamicGraspConfig()), "hard").require_close_hold
+
+
 def test_giver_points_extend_the_tracked_fingertips_and_the_loop_uses_it():
     """The tracked tips of fingers that wrap an object are 2-4 cm short: the closed loop treats
     each finger as up to 3 cm longer, along its last bone; the paper's rule (0) does not."""

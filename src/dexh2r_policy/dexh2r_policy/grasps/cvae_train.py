@@ -137,7 +137,9 @@ def load_objects(cfg: CVAEDataConfig) -> list[ObjectGrasps]:
         held = set(library.ids("test"))
         for path in sorted(pools_dir.glob("*.npz")):
             # the whole-hand pools only: the CVAE learns the paper's grasps, not the pinch family
-            if path.name.endswith(".tmp.npz") or any(path.name.endswith(f".{f}.npz") for f in FAMILIES):
+            # (nor the close-hold results beside the pools, `grasps.close_hold`)
+            skip = (".tmp.npz", ".hold.npz", *(f".{f}.npz" for f in FAMILIES))
+            if path.name.endswith(skip):
                 continue
             pool = GraspPool.load(path)
             obj = library.get(pool.object_id, scale=pool.object_scale)
