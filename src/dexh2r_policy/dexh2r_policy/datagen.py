@@ -29,6 +29,7 @@ import fnmatch
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -47,6 +48,29 @@ def resolve_objects(spec: str, library) -> list[str]:
             if oid not in out:
                 out.append(oid)
     return out
+
+
+@contextmanager
+def _results(worker, jobs: list, workers: int, initializer=None, initargs: tuple = ()):
+    """`worker(job)` for every job: inline, in order, with one worker; else in `workers` spawned
+    processes, as they finish (the pool is closed afterwards, terminated on an error)."""
+    if workers == 1:
+        if initializer is not None:
+            initializer(*initargs)
+        yield map(worker, jobs)
+        return
+    import multiprocessing as mp
+
+    pool = mp.get_context("spawn").Pool(workers, initializer=initializer, initargs=initargs)
+    try:
+        yield pool.imap_unordered(worker, jobs)
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
 
 
 def _pool_worker(job: tuple) -> dict:
@@ -158,21 +182,14 @@ def grasps(argv: list[str]) -> int:
         (oid, str(out), args.candidates, args.robot, 1 + k % args.workers, args.family, args.scale)
         for k, oid in enumerate(todo)
     ]
-    with tqdm(total=len(ids), initial=len(rows), desc="objects", unit="obj", disable=None) as bar:
-        if args.workers == 1:
-            results = map(_pool_worker, jobs)
-        else:
-            import multiprocessing as mp
-
-            pool_ctx = mp.get_context("spawn").Pool(args.workers)
-            results = pool_ctx.imap_unordered(_pool_worker, jobs)
+    with (
+        tqdm(total=len(ids), initial=len(rows), desc="objects", unit="obj", disable=None) as bar,
+        _results(_pool_worker, jobs, args.workers) as results,
+    ):
         for row in results:
             rows.append(row)
             bar.update(1)
             bar.set_postfix(succ6=f"{row['succ6']:.2f}")
-        if args.workers > 1:
-            pool_ctx.close()
-            pool_ctx.join()
     rows.sort(key=lambda r: ids.index(r["object_id"]))
     total = sum(r["candidates"] for r in rows)
 
@@ -391,28 +408,18 @@ def episodes(argv: list[str]) -> int:
         jobs.append((i, s, subject_of(s, config), str(out), pool))
     t0 = time.perf_counter()
     rows = [done[s.name] for s in scenarios if s.name in done]
-    with tqdm(total=len(scenarios), initial=len(rows), desc="episodes", unit="ep", disable=None) as bar:
-        if args.workers == 1:
-            _episode_init(config)
-            results = map(_episode_worker, jobs)
-        else:
-            import multiprocessing as mp
-
-            pool_ctx = mp.get_context("spawn").Pool(
-                args.workers, initializer=_episode_init, initargs=(config,)
-            )
-            results = pool_ctx.imap_unordered(_episode_worker, jobs)
+    with (
+        tqdm(total=len(scenarios), initial=len(rows), desc="episodes", unit="ep", disable=None) as bar,
+        _results(_episode_worker, jobs, args.workers, _episode_init, (config,)) as results,
+    ):
         for row in results:
             rows.append(row)
             with log.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             bar.update(1)
             bar.set_postfix(ok=f"{_rate(rows)['success_rate']:.2f}")
-        if args.workers > 1:
-            pool_ctx.close()
-            pool_ctx.join()
-        elif _RECORDER is not None:
-            _RECORDER.close()
+    if args.workers == 1 and _RECORDER is not None:
+        _RECORDER.close()
     rows.sort(key=lambda r: r["episode"])
     # Objects of the written sequences: names, surface samples (the layout's obj_surface_pcd_4096),
     # meshes, and the grasp pool each one uses.
@@ -562,16 +569,11 @@ def hold(argv: list[str]) -> int:
     t0 = time.perf_counter()
     jobs = [(str(p), args.robot, 1 + k % args.workers, args.all_rows) for k, p in enumerate(todo)]
     rows = []
-    with tqdm(
-        total=len(files), initial=len(files) - len(todo), desc="pools", unit="file", disable=None
-    ) as bar:
-        if args.workers == 1:
-            results = map(_hold_worker, jobs)
-        else:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("spawn").Pool(args.workers)
-            results = ctx.imap_unordered(_hold_worker, jobs)
+    done = len(files) - len(todo)
+    with (
+        tqdm(total=len(files), initial=done, desc="pools", unit="file", disable=None) as bar,
+        _results(_hold_worker, jobs, args.workers) as results,
+    ):
         for row in results:
             rows.append(row)
             bar.update(1)
@@ -579,9 +581,6 @@ def hold(argv: list[str]) -> int:
                 f"{row['file']}: {row['holds']} of {row['tested']} tested hold "
                 f"({row['holds_of_succ6']} of {row['succ6']} succ6)"
             )
-        if args.workers > 1:
-            ctx.close()
-            ctx.join()
     summary_path = folder / "summary.hold.json"
     if rows:  # merged with the files tested before (a run on some files keeps the others' rows)
         old = json.loads(summary_path.read_text())["files"] if summary_path.exists() else []
@@ -592,7 +591,7 @@ def hold(argv: list[str]) -> int:
             "files": sorted(merged.values(), key=lambda r: r["file"]),
         }
         summary_path.write_text(json.dumps(summary, indent=2))
-    print(f"{len(rows)} pool files tested, {len(files) - len(todo)} up to date -> {folder}/summary.hold.json")
+    print(f"{len(rows)} pool files tested, {done} up to date -> {folder}/summary.hold.json")
     return 0
 
 
