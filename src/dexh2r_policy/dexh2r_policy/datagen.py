@@ -503,7 +503,7 @@ def _hold_worker(job: tuple) -> dict:
     with tqdm(
         total=int(rows.sum()), desc=Path(path).name, position=position, leave=False, disable=None
     ) as bar:
-        res = run_pool(robot, obj, pool, pool.info.get("family") == "pinch", progress=bar.update, rows=rows)
+        res = run_pool(robot, obj, pool, progress=bar.update, rows=rows)
     res.save(hold_path(path))
     holds = res.holds()
     return {

@@ -311,9 +311,13 @@ class ObjectGraspPool:
 
     @classmethod
     def load(cls, path, stable_only: bool = True) -> ObjectGraspPool:
+        """One pool file, with its close-hold results where they exist (`PoolLibrary` joins an
+        object's files)."""
+        from dexh2r_policy.grasps.close_hold import load_holds
         from dexh2r_policy.grasps.pool import GraspPool
 
-        return cls.from_grasp_pool(GraspPool.load(path), stable_only)
+        pool = GraspPool.load(path)
+        return cls.from_grasp_pools([pool], stable_only, pool.object_id, [load_holds(path, pool)])
 
 
 # ---- selection ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from dexh2r_core.paths import repo_root
 from dexh2r_policy import datagen
-from dexh2r_policy.dynamic_grasp import DynamicGraspError, PoolLibrary
+from dexh2r_policy.dynamic_grasp import DynamicGraspError, ObjectGraspPool, PoolLibrary
 from dexh2r_policy.grasps.close_hold import (
     CloseHoldConfig,
     HoldResults,
@@ -43,7 +43,8 @@ def test_committed_results_are_what_the_test_computes():
     rows[[good, bad]] = True
     robot = RobotDescription.load("ur5_shadow")
     obj = ObjectLibrary().get(pool.object_id, scale=pool.object_scale)
-    again = run_pool(robot, obj, pool, True, rows=rows)
+    again = run_pool(robot, obj, pool, rows=rows)
+    assert again.settings["family"] == "pinch"
     assert np.allclose(again.displacement[[good, bad]], stored.displacement[[good, bad]], atol=1e-4)
     assert (again.displacement[good] < 0.02).all() and (again.displacement[bad] >= 0.02).any()
     assert np.isnan(again.displacement[~rows]).all() and not again.holds()[~rows].any()
@@ -67,6 +68,8 @@ def test_pool_library_attaches_the_results_and_refuses_stale_ones(tmp_path: Path
     )
     assert pool.holds is not None and np.array_equal(pool.holds, expected)
     assert 0 < pool.holds.sum() < len(pool)
+    one = ObjectGraspPool.load(tmp_path / names[1])  # one file: its own results
+    assert np.array_equal(one.holds, load_holds(tmp_path / names[1], files[1])[files[1].succ6])
 
     stale = files[1]
     stale.finger_q[0, 0] += 0.1

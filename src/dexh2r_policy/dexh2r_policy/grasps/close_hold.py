@@ -171,7 +171,6 @@ def run_pool(
     robot,
     obj,
     pool,
-    family_pinch: bool,
     config: CloseHoldConfig | None = None,
     policy_config=None,
     progress=None,
@@ -179,8 +178,9 @@ def run_pool(
 ) -> HoldResults:
     """Close-hold results of the rows of `pool` (a `GraspPool` of `obj`; `rows` [N] bool, default
     all; the others are NaN, which never holds), closed the way DynamicGrasp with
-    `policy_config` (default: its defaults) opens and squeezes them."""
-    from dexh2r_policy.dynamic_grasp import DynamicGrasp, DynamicGraspConfig
+    `policy_config` (default: its defaults) opens and squeezes them (a pinch pool, `info`'s
+    family, as a pinch)."""
+    from dexh2r_policy.dynamic_grasp import DynamicGrasp, DynamicGraspConfig, ObjectGraspPool
 
     c = config or CloseHoldConfig()
     policy_config = policy_config or DynamicGraspConfig()
@@ -189,10 +189,10 @@ def run_pool(
     if tuple(names) != tuple(pool.finger_joint_names):
         raise ValueError(f"pool finger joints {pool.finger_joint_names} differ from the hand's {names}")
     bed = GraspTestbed(robot, obj)
-    pinch = np.full(len(pool), bool(family_pinch))
+    family = pool.info.get("family", "power")
+    pinch = np.full(len(pool), family == "pinch")
     q_open = shaper.open_hand(pool.finger_q, pinch)
-    shaper_pool = _as_object_pool(pool, pinch)
-    shaper.pool = shaper_pool
+    shaper.pool = ObjectGraspPool(pool.T_obj_hand, pool.finger_q, pool.object_id, pinch)  # for squeezed()
     out = np.full((len(pool), len(DIRECTIONS)), np.nan)
     for i in np.flatnonzero(np.ones(len(pool), bool) if rows is None else rows):
         out[i] = close_hold_displacement(bed, pool.T_obj_hand[i], q_open[i], shaper.squeezed(i), c)
@@ -203,12 +203,6 @@ def run_pool(
         "open_rad": policy_config.open_rad,
         "squeeze_rad": policy_config.squeeze_rad,
         "pinch_thumb_open": [list(x) for x in policy_config.pinch_thumb_open],
-        "family": "pinch" if family_pinch else "power",
+        "family": family,
     }
     return HoldResults(out, pool_digest(pool.T_obj_hand, pool.finger_q), settings)
-
-
-def _as_object_pool(pool, pinch: np.ndarray):
-    from dexh2r_policy.dynamic_grasp import ObjectGraspPool
-
-    return ObjectGraspPool(pool.T_obj_hand, pool.finger_q, pool.object_id, pinch)
