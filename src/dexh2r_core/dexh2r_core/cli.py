@@ -21,7 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
         "dexh2r_perception.calibrate:main",
         "camera extrinsics in the world frame from a ChArUco board",
     ),
-    "datagen": ("dexh2r_policy.datagen:main", "training data from the sim: grasp pools (grasps)"),
+    "datagen": ("dexh2r_policy.datagen:main", "sim data: grasp pools, their close-hold results, episodes"),
     "eval": ("dexh2r_policy.eval_cli:main", "policy evaluations: grasp table (grasps), replay (offline)"),
     "train": ("dexh2r_policy.train:main", "train a policy from config/policy/<name>.yaml (torchrun for DDP)"),
     "teleop": ("dexh2r_teleop.sim_teleop:main", "teleoperation (--source sim: the whole chain, in the cell)"),
