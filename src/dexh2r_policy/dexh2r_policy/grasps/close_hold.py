@@ -81,19 +81,7 @@ def close_hold_displacement(
         mujoco.mj_step(m, d)
     bed._hold_object()
     mujoco.mj_forward(m, d)
-    spec = mujoco.mjtState.mjSTATE_INTEGRATION
-    state = np.zeros(mujoco.mj_stateSize(m, spec))
-    mujoco.mj_getState(m, d, state, spec)
-    weight = float(m.body_mass[bed.object_body]) * GRAVITY
-    out = np.zeros(len(DIRECTIONS))
-    for k, direction in enumerate(DIRECTIONS):
-        mujoco.mj_setState(m, d, state, spec)
-        d.xfrc_applied[bed.object_body, :3] = weight * direction
-        for _ in range(round(c.hold_s * bed.steps_per_s)):
-            mujoco.mj_step(m, d)
-        d.xfrc_applied[bed.object_body] = 0.0
-        out[k] = np.linalg.norm(bed.object_position())  # the grasp put it at the origin
-    return out
+    return bed.push(float(m.body_mass[bed.object_body]) * GRAVITY, c.hold_s)  # the object's weight
 
 
 def pool_digest(T_obj_hand: np.ndarray, finger_q: np.ndarray) -> str:
@@ -118,11 +106,10 @@ class HoldResults:
     digest: str
     settings: dict
 
-    def holds(self, max_move: float | None = None) -> np.ndarray:
-        """[N] bool: the object stayed within `max_move` (default: the run's) in all six
-        directions (a row not tested, NaN, does not hold)."""
-        limit = self.settings.get("max_move", CloseHoldConfig().max_move) if max_move is None else max_move
-        return (self.displacement < limit).all(axis=1)
+    def holds(self) -> np.ndarray:
+        """[N] bool: the object stayed within the run's `max_move` in all six directions (a row
+        not tested, NaN, does not hold)."""
+        return (self.displacement < self.settings.get("max_move", CloseHoldConfig().max_move)).all(axis=1)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

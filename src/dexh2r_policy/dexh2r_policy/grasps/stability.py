@@ -298,16 +298,24 @@ class GraspTestbed:
         self.set_targets(self.squeeze_targets())
         for _ in range(round(c.settle_s * self.steps_per_s)):
             mujoco.mj_step(m, d)
+        displacement = self.push(self.force, c.push_s)
+        return StabilityResult(displacement < c.max_move, displacement, n_contacts)
+
+    def push(self, force: float, duration_s: float) -> np.ndarray:
+        """[6] m: from the current state, the object pushed with `force` (N) along each of
+        `DIRECTIONS` (object frame) for `duration_s`, each from that same state; its centre's
+        distance from where the grasp put it (the origin) after each."""
+        m, d = self.model, self.data
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         state = np.zeros(mujoco.mj_stateSize(m, spec))
         mujoco.mj_getState(m, d, state, spec)
-        push = round(c.push_s * self.steps_per_s)
+        steps = round(duration_s * self.steps_per_s)
         displacement = np.zeros(len(DIRECTIONS))
         for k, direction in enumerate(DIRECTIONS):
             mujoco.mj_setState(m, d, state, spec)
-            d.xfrc_applied[self.object_body, :3] = self.force * direction
-            for _ in range(push):
+            d.xfrc_applied[self.object_body, :3] = force * direction
+            for _ in range(steps):
                 mujoco.mj_step(m, d)
-            displacement[k] = np.linalg.norm(self.object_position())  # the grasp put it at the origin
+            displacement[k] = np.linalg.norm(self.object_position())
             d.xfrc_applied[self.object_body] = 0.0
-        return StabilityResult(displacement < c.max_move, displacement, n_contacts)
+        return displacement
