@@ -538,6 +538,9 @@ def run_episode(
                             # the share of the object's weight the giver still carries (None:
                             # released): the giver lets go below its support_fraction
                             "giver_support": cell.giver.support_load(cell.data),
+                            # the giver's hold on the object in weights, world frame: its
+                            # sideways part is the robot and the giver pulling against each other
+                            "giver_force": cell.giver.hold_force_row(cell.data),
                             "object_tracked": tracked,
                             "hand_tracked": kp is not None,
                         }

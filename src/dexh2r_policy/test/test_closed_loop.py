@@ -353,6 +353,9 @@ def test_truth_perception_episode_traces_the_loop(tmp_path):
     row = json.loads((tmp_path / "t" / "episodes.jsonl").read_text().splitlines()[0])
     steps = [s for s in row["trace"] if s["phase"] != "warmup"]
     assert steps and {"ik_ok", "command_to_measured_rad", "separation_m", "goal"} <= set(steps[0])
+    # The giver's hold in weights: all of the weight and no tug while nobody touches the object.
+    np.testing.assert_allclose(steps[0]["giver_force"], [0.0, 0.0, 1.0], atol=0.05)
+    assert steps[0]["giver_force"][2] == pytest.approx(steps[0]["giver_support"], abs=0.01)
     assert max(s["command_to_measured_rad"] for s in row["trace"]) < 0.2  # the following-error bound
 
 

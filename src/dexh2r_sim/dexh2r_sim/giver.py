@@ -1100,8 +1100,10 @@ class Giver:
     def episode_time(self, data: mujoco.MjData, t: float | None = None) -> float:
         return (float(data.time) if t is None else float(t)) - self._t0
 
-    def support_load(self, data: mujoco.MjData) -> float | None:
-        """Fraction of the object's weight m*g that the weld carries upward (None: not measured).
+    def hold_force(self, data: mujoco.MjData) -> np.ndarray | None:
+        """The force of the giver's hold on the object, world frame, in units of its weight m*g
+        [3] (None: not holding). Its upward part is `support_load`; the rest is how hard the
+        giver and whoever else holds the object pull at it sideways.
 
         The weld's three translational rows in `data.efc_force` are the world-frame constraint
         force (solved in the last `mj_step`/`mj_forward`); with body1 = hand and body2 = object its
@@ -1116,7 +1118,17 @@ class Giver:
         )
         if len(rows) < 3:
             return None
-        return float(-data.efc_force[rows[:3]] @ self._up) / self._weight
+        return -data.efc_force[rows[:3]] / self._weight
+
+    def hold_force_row(self, data: mujoco.MjData) -> list[float] | None:
+        """`hold_force` as the trace rows and `/sim/state` keep it (rounded, JSON-ready)."""
+        force = self.hold_force(data)
+        return None if force is None else [round(float(f), 2) for f in force]
+
+    def support_load(self, data: mujoco.MjData) -> float | None:
+        """Fraction of the object's weight m*g that the weld carries upward (None: not measured)."""
+        force = self.hold_force(data)
+        return None if force is None else float(force @ self._up)
 
     def step(self, model: mujoco.MjModel, data: mujoco.MjData, t: float | None = None) -> GiverState:
         """Advance the giver to episode time t (call before each `mj_step`).

@@ -317,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "giver": cell.giver.state.value,
                                 # share of the object's weight the giver carries (null: released)
                                 "giver_support": cell.giver.support_load(cell.data),
+                                # its hold on the object in weights, world frame (null: released)
+                                "giver_force": cell.giver.hold_force_row(cell.data),
                                 "time": cell.time,
                             }
                         )

@@ -244,6 +244,27 @@ def test_release_when_object_is_supported_then_withdraw():
     assert np.linalg.norm(data.xpos[giver.object_id] - giver.wrist_pose(data)[:3, 3]) > 0.25
 
 
+def test_hold_force_reads_a_sideways_pull_in_weights():
+    """Something pulls the held object sideways with twice its weight and carries half of it:
+    the weld's force on the object is the rest, in weights (its upward part: `support_load`)."""
+    model, giver = _scene()
+    data = mujoco.MjData(model)
+    giver.reset(data, _scenario(release=ReleaseSpec(timeout_s=8.0)))
+    _run(model, data, giver, 1.5)
+    np.testing.assert_allclose(giver.hold_force(data), [0.0, 0.0, 1.0], atol=0.05)
+    weight = BOX_MASS * 9.81
+
+    def tug(d):
+        d.xfrc_applied[giver.object_id, :3] = [2.0 * weight, 0.0, 0.5 * weight]
+
+    _run(model, data, giver, 1.6, tug)
+    force = giver.hold_force(data)
+    np.testing.assert_allclose(force, [-2.0, 0.0, 0.5], atol=0.05)
+    assert giver.support_load(data) == pytest.approx(force[2])
+    assert giver.hold_force_row(data) == [round(float(f), 2) for f in force]
+    assert giver.state is GiverState.OFFERING  # half the weight is not enough to let go
+
+
 def test_release_when_a_platform_takes_the_weight():
     model, giver = _scene(platform=True)
     data = mujoco.MjData(model)

@@ -16,6 +16,9 @@ with the in-process loop frame by frame (docs/closed_loop.md): every `every_s` o
                           stamp: the one due by t (a target is stamped for the next policy frame)
     giver, giver_support  the giver's state and the share of the object's weight it carries
                           (`/sim/state`; null once released)
+    giver_force           its whole hold on the object in weights, world frame (`/sim/state`);
+                          the table's `tug` column is its horizontal size: how hard the robot and
+                          the giver pull at the object against each other
     contact_n             the largest robot-giver contact force since the last row
                           (`/sim/contacts`; 0: none)
 
@@ -141,6 +144,7 @@ def episode_trace(bag: str | os.PathLike[str], every_s: float = 0.1) -> list[dic
         st = sim.at(t)
         row["giver"] = st[1].get("giver") if st else None
         row["giver_support"] = st[1].get("giver_support") if st else None
+        row["giver_force"] = st[1].get("giver_force") if st else None
         # /sim/contacts comes every camera frame a contact lasts: the largest since the last row,
         # so that a touch shorter than a row's interval still shows.
         lo, hi = np.searchsorted(contacts.t, [t - every_s, t], side="right")
@@ -167,6 +171,9 @@ def format_trace(rows: list[dict[str, Any]]) -> str:
     def num(v: Any, scale: float = 1.0, digits: int = 1) -> str:
         return "-" if v is None else f"{v * scale:.{digits}f}"
 
+    def tug(force: Any) -> float | None:
+        return None if force is None else float(np.hypot(force[0], force[1]))
+
     def text(v: Any) -> str:
         return "-" if v is None else str(v)
 
@@ -182,6 +189,7 @@ def format_trace(rows: list[dict[str, Any]]) -> str:
         ("tgt deg", 7, lambda r: num(r["palm_to_target_deg"])),
         ("giver", -11, lambda r: text(r["giver"])),
         ("support", 7, lambda r: num(r["giver_support"], 1, 2)),
+        ("tug", 6, lambda r: num(tug(r.get("giver_force")))),
         ("contact N", 9, lambda r: num(r["contact_n"])),
     ]
 

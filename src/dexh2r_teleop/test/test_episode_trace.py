@@ -73,7 +73,9 @@ def make_episode(path, *, topics=None):
         events.append((t, "/policy/hand_target/wrist", _pose(t, (0.6 - 0.3 + 0.1 * t + 0.02, 0.0, 0.3))))
         support = 1.0 if t < 1.5 else None
         giver = "offering" if t < 1.5 else "releasing"
-        events.append((t, "/sim/state", _string({"giver": giver, "giver_support": support, "time": t})))
+        force = [3.0, -4.0, 1.0] if t < 1.5 else None
+        state = {"giver": giver, "giver_support": support, "giver_force": force, "time": t}
+        events.append((t, "/sim/state", _string(state)))
         if abs(t - 1.2) < 1e-6:
             contact = {"robot_geom": "rh_C_thdistal", "giver_geom": "giver/C_ffdistal", "normal_force_n": 3.0}
             events.append((t, "/sim/contacts", _string({"time": t, "contacts": [contact]})))
@@ -108,9 +110,13 @@ def test_trace_rows_measure_tracking_error_palm_target_phase_support_and_contact
     assert early["phase"] == "approach" and late["phase"] == "align" and late["goal"] == 7
     assert by_t[1.4]["giver_support"] == 1.0 and by_t[1.6]["giver_support"] is None
     assert by_t[1.6]["giver"] == "releasing"
+    assert by_t[1.4]["giver_force"] == [3.0, -4.0, 1.0] and by_t[1.6]["giver_force"] is None
     assert by_t[1.2]["contact_n"] == 3.0 and by_t[1.1]["contact_n"] == 0.0 and by_t[1.3]["contact_n"] == 0.0
     table = format_trace(rows)
     assert table.splitlines()[0].split()[:3] == ["t", "phase", "goal"] and len(table.splitlines()) == 22
+    assert table.splitlines()[0].split()[-3:] == ["tug", "contact", "N"]
+    assert table.splitlines()[15].split()[-2] == "5.0"  # t = 1.4: the horizontal size of (3, -4)
+    assert table.splitlines()[17].split()[-2] == "-"  # released
 
 
 def test_trace_without_perception_or_policy_topics_leaves_their_columns_empty(tmp_path):
