@@ -541,6 +541,9 @@ def run_episode(
                             # the giver's hold on the object in weights, world frame: its
                             # sideways part is the robot and the giver pulling against each other
                             "giver_force": cell.giver.hold_force_row(cell.data),
+                            # what a wrist force-torque sensor reads (N, world frame, the
+                            # hand's weight included): the robot's own view of that force
+                            "wrist_force": [round(float(f), 2) for f in cell.wrist_force()],
                             "object_tracked": tracked,
                             "hand_tracked": kp is not None,
                         }

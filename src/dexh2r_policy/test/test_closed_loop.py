@@ -356,6 +356,9 @@ def test_truth_perception_episode_traces_the_loop(tmp_path):
     # The giver's hold in weights: all of the weight and no tug while nobody touches the object.
     np.testing.assert_allclose(steps[0]["giver_force"], [0.0, 0.0, 1.0], atol=0.05)
     assert steps[0]["giver_force"][2] == pytest.approx(steps[0]["giver_support"], abs=0.01)
+    # The wrist reading while the hand touches nothing: about the hand's weight, upward.
+    assert all(len(s["wrist_force"]) == 3 for s in steps)
+    assert 5.0 < steps[0]["wrist_force"][2] < 15.0 and abs(steps[0]["wrist_force"][0]) < 3.0  # 0.9 kg
     assert max(s["command_to_measured_rad"] for s in row["trace"]) < 0.2  # the following-error bound
 
 

@@ -209,6 +209,7 @@ class HandoverCell:
                 self.arm_ff_s[i] = kv / m.actuator_gainprm[a, 0]
         base = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, robot.config.arm.base_link)
         hand_root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, robot._hand_root_name())
+        self.hand_root_body = hand_root
         robot_bodies = _subtree(m, base)
         hand_bodies = _subtree(m, hand_root)
         self.robot_geom = np.isin(m.geom_bodyid, robot_bodies)
@@ -413,6 +414,16 @@ class HandoverCell:
         T[:3, :3] = self.data.xmat[self.object_body].reshape(3, 3)
         T[:3, 3] = self.data.xpos[self.object_body]
         return T
+
+    def wrist_force(self) -> np.ndarray:
+        """The force the arm exerts on the hand at the wrist, world frame (N) [3]: what a
+        force-torque sensor between the arm's flange and the hand reads (its force part, turned
+        into the world frame), the hand's own weight and inertia included. Holding nothing
+        still, it is the hand's weight, upward."""
+        mujoco.mj_rnePostConstraint(self.model, self.data)  # fills cfrc_int (not computed by mj_step)
+        # cfrc_int: the spatial force from the parent body, [torque, force]; its force part is in
+        # world orientation whatever the reference point.
+        return self.data.cfrc_int[self.hand_root_body, 3:].copy()
 
     def robot_giver_contacts(self) -> list[dict]:
         """Ground truth: every contact between a robot geom and a giver geom now (name, force)."""

@@ -187,3 +187,16 @@ def test_robot_giver_contact_is_detected_and_reported(easy):
         seen += cell.robot_giver_contacts()
     assert cell.outcome is not None and cell.outcome.outcome == "hit-human"
     assert seen and all(c["giver_geom"].startswith("giver/") for c in seen)
+
+
+def test_wrist_force_reads_the_hands_weight_and_a_push_on_it(easy):
+    """The wrist force-torque reading (force part, world frame): the hand's weight while it holds
+    still, and a push on the hand is felt at the wrist as the arm's reaction to it."""
+    cell = HandoverCell(CellConfig(cameras=False))
+    cell.load_scenario(easy[0])
+    cell.step_until(0.5)
+    hand_weight = cell.model.body_subtreemass[cell.hand_root_body] * 9.81
+    np.testing.assert_allclose(cell.wrist_force(), [0.0, 0.0, hand_weight], atol=0.05 * hand_weight)
+    cell.data.xfrc_applied[cell.hand_root_body, :3] = [5.0, 0.0, -3.0]
+    cell.step_until(1.5)  # the arm's servos settle against the push
+    np.testing.assert_allclose(cell.wrist_force(), [-5.0, 0.0, hand_weight + 3.0], atol=0.5)
