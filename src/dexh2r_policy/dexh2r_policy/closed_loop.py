@@ -56,8 +56,15 @@ POLICY_HZ = 10.0  # the rate the committed checkpoint's episodes were recorded a
 LIFT_M = 0.015
 LIFT_S = 3.0
 # Align / close / pull targets on the object predicted this many policy frames ahead at constant
-# velocity: the arm lags its command by about that much (a moving giver, hard set).
-LEAD_FRAMES = 3.0
+# velocity: the arm lags its command by about that much (a moving giver, hard set). 3 frames on
+# the damped sim arm (wrists at 0.35 rad/s); 1.5 on the arm at a real UR5's speed (ARM_SERVO):
+# there 3 frames put the hand ahead of the moving object (hard, 12 paired at 0.1 s: 4 -> 7
+# successes with 1.5; docs/closed_loop.md, session 18).
+LEAD_FRAMES = 1.5
+# The sim arm's servos the closed loop runs (CellConfig.arm_servo): "drive", the commanded
+# velocity followed as a real arm's drives do (the UR5's 3.14 rad/s wrists), not the cell's
+# default damped servos (0.35 rad/s, a tenth of that). Session 18.
+ARM_SERVO = "drive"
 # The giver's fingers as if 3 cm longer than tracked (DynamicGraspConfig.giver_tip_extension_m):
 # MediaPipe places the tips of fingers that wrap an object 2-4 cm short, and the robot's open
 # thumb met the real tips (camera runs: 2 of 5 easy and 4 of 6 hard episodes touched the giver,
@@ -836,9 +843,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--arm-servo",
         choices=("damped", "drive"),
-        default="damped",
-        help="the sim arm's servos (CellConfig.arm_servo): 'damped' (default; joint damping caps the UR5 "
-        "wrists at 0.35 rad/s) or 'drive' (the commanded velocity followed, as a real arm's drives do)",
+        default=ARM_SERVO,
+        help="the sim arm's servos (CellConfig.arm_servo): 'drive' (default: the commanded velocity "
+        "followed, as a real arm's drives do) or 'damped' (joint damping caps the UR5 wrists at 0.35 "
+        "rad/s; the loop's default before session 18, with --lead-frames 3)",
     )
     parser.add_argument("--json", required=True)
     parser.add_argument("--out", default=None)

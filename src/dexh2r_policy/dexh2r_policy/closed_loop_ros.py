@@ -36,7 +36,7 @@ def run_episode_ros(
     pools: str | None = None,
     actuation_delay_s: float = 0.0,
     camera_latency_s: float | None = None,
-    arm_servo: str = "damped",
+    arm_servo: str = "drive",
     policy_set: str = "",
     timeout_s: float | None = None,
     env: dict[str, str] | None = None,

@@ -608,7 +608,7 @@ def test_the_sim_launch_file_runs_the_in_process_loop_settings():
     """`--ros` and the demo run launch/handover_sim.launch.xml: its nodes must be set up as the
     in-process loop is (the values themselves live in closed_loop / controller)."""
     from dexh2r_core.launch.parser import load_launch
-    from dexh2r_policy.closed_loop import CONTROL_HZ, GRASP_ZONE_M
+    from dexh2r_policy.closed_loop import ARM_SERVO, CONTROL_HZ, GRASP_ZONE_M
     from dexh2r_sim.stack_launch import launch_file
 
     desc = load_launch(launch_file(), {"scenario": "easy_can_right", "object_id": "prim/cylinder_can"})
@@ -628,7 +628,7 @@ def test_the_sim_launch_file_runs_the_in_process_loop_settings():
     assert sim["antialias"] is True and sim["rgb_blur_px"] == 1.0  # closed_loop.main's CellConfig
     assert (sim["width"], sim["height"]) == (640, 360) and sim["cameras"] is True
     assert all(p.get("use_sim_time") is True for label, p in params.items() if label != "sim")
-    assert sim["arm_servo"] == "damped"  # closed_loop.main's default (--arm-servo)
+    assert sim["arm_servo"] == ARM_SERVO == "drive"  # closed_loop.main's default (--arm-servo)
     truth = load_launch(launch_file(), {"scenario": "x", "object_id": "y", "perception": "truth"})
     assert {n.label for n in truth.nodes} == {"sim", "dynamic_grasp", "controller"}
 

@@ -12,18 +12,19 @@ ros2_control joint_trajectory_controller commands on `/arm_controller/joint_traj
 Bad commands (NaN, unknown joints, non-increasing times) are logged with their cause; the robot
 holds its position and the node keeps running.
 
-The closed loop over DDS (`launch/handover_sim.launch.xml`, `dexh2r eval closed-loop --ros`)
-sets `antialias` / `rgb_blur_px` (the in-process loop's camera images), `actuation_delay_s`
-(commands act this late), `camera_latency_s` (each camera frame is published this long, in sim
-time, after its stamp, as a real camera's reach the host; the launch file's default 0.04 s is a
-RealSense D435's 30 Hz colour stream, docs/closed_loop.md), `arm_servo` (`damped` | `drive`: the arm's servos,
-`CellConfig.arm_servo`), `wait_for_publishers` (the episode's clock starts once each of these
-topics has a publisher: the stack is up; `wait_timeout_s`, then exit 2 naming the missing ones)
-and, as a diagnostic, `truth_perception` (the true object pose, its model's surface points and
-the giver's true keypoints on `/perception/object/pose`, `.../points` and
-`/perception/human_hand/keypoints`: the trackers are then not run). Each episode record (on
-`/sim/outcome` and in `results_dir/episodes.jsonl`) counts `limit_violations`: commands received
-with a point outside the robot description's position or velocity limits.
+The closed loop over DDS (`launch/handover_sim.launch.xml`, `dexh2r eval closed-loop --ros`) sets
+`antialias` / `rgb_blur_px` (the in-process loop's camera images), `actuation_delay_s` (commands
+act this late), `camera_latency_s` (each camera frame is published this long, in sim time, after
+its stamp, as a real camera's reach the host; the launch file's default 0.04 s is a RealSense
+D435's 30 Hz colour stream, docs/closed_loop.md), `arm_servo` (the arm's servos,
+`CellConfig.arm_servo`: `drive`, the closed loop's default, or `damped`), `wait_for_publishers`
+(the episode's clock starts once each of these topics has a publisher: the stack is up;
+`wait_timeout_s`, then exit 2 naming the missing ones) and, as a diagnostic, `truth_perception`
+(the true object pose, its model's surface points and the giver's true keypoints on
+`/perception/object/pose`, `.../points` and `/perception/human_hand/keypoints`: the trackers are
+then not run). Each episode record (on `/sim/outcome` and in `results_dir/episodes.jsonl`) counts
+`limit_violations`: commands received with a point outside the robot description's position or
+velocity limits.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     rgb_blur_px = float(p("rgb_blur_px", 0.0).value)
     actuation_delay_s = float(p("actuation_delay_s", 0.0).value)
     camera_latency_s = float(p("camera_latency_s", 0.0).value)
-    arm_servo = p("arm_servo", "damped").value  # CellConfig.arm_servo: damped | drive
+    # CellConfig.arm_servo: drive | damped; the closed loop's (closed_loop.ARM_SERVO)
+    arm_servo = p("arm_servo", "drive").value
     # A diagnostic, as `dexh2r eval closed-loop --perception truth`: the true object pose, its
     # model's surface points and the giver's true keypoints on the perception topics (no trackers).
     truth_perception = bool(p("truth_perception", False).value)

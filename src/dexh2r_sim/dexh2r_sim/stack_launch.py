@@ -34,7 +34,7 @@ def episode_launch(
     record_dir: Path | None = None,
     actuation_delay_s: float = 0.0,
     camera_latency_s: float | None = None,
-    arm_servo: str = "damped",
+    arm_servo: str = "drive",
     policy_set: str = "",
     env: dict[str, str] | None = None,
     timeout_s: float | None = None,
