@@ -999,6 +999,9 @@ def _finish(args: argparse.Namespace, rows: list[dict], mode: str, out: Path) ->
         "actuation_delay": args.actuation_delay,
         "camera_latency_s": _camera_latency(args),
         "arm_servo": args.arm_servo,
+        "lead_frames": args.lead_frames,  # the loop's settings that moved between sessions
+        "lift_m": args.lift_m,
+        "lift_s": args.lift_s,
         "set": list(args.set),  # DynamicGrasp overrides (--set), in-process and --ros
         "scenarios": args.scenarios,
         "policy": args.policy,

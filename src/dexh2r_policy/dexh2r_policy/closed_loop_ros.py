@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dexh2r_policy.closed_loop import ARM_SERVO
+
 
 def run_episode_ros(
     scenario: Any,
@@ -36,7 +38,7 @@ def run_episode_ros(
     pools: str | None = None,
     actuation_delay_s: float = 0.0,
     camera_latency_s: float | None = None,
-    arm_servo: str = "drive",
+    arm_servo: str = ARM_SERVO,
     policy_set: str = "",
     timeout_s: float | None = None,
     env: dict[str, str] | None = None,

@@ -347,6 +347,7 @@ def test_truth_perception_episode_traces_the_loop(tmp_path):
     assert main([*args, "--perception", "truth", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["perception"] == "truth" and summary["align"] == "pregrasp"
+    assert summary["arm_servo"] == "drive" and summary["lead_frames"] == 1.5  # the loop's, recorded
     assert summary["limit_violations"] == 0
     # The default: the loop's own measured compute (here the policy steps) delays the commands.
     assert summary["actuation_delay"] == "measured" and 0.0 < summary["actuation_delay_s_median"] < 0.25
