@@ -789,7 +789,11 @@ def test_pose_smoothing_calms_a_still_objects_jitter_and_follows_a_moving_one(hs
     )
     from dexh2r_policy.closed_loop import loop_policy_config
 
-    assert loop_policy_config(DynamicGraspConfig(), "easy").pose_smoothing < 1.0  # on in the closed loop
+    # On in the closed loop, stronger where the giver holds still (easy) than where it moves.
+    easy, hard = (loop_policy_config(DynamicGraspConfig(), m).pose_smoothing for m in ("easy", "hard"))
+    assert easy < hard < 1.0
+    with pytest.raises(ValueError, match="mode"):
+        loop_policy_config(DynamicGraspConfig(), "medium")
 
 
 def test_faults_are_injected_without_a_delay():
