@@ -15,6 +15,10 @@ Publishes, with the source frames' stamp (reliable, depth 5):
   tracked (or its centroid, for an unknown object); nothing is published when it is lost.
 - `/perception/object/points` (sensor_msgs/PointCloud2, `world`, x/y/z float32, exactly
   `n_points` points, `pointcloud.sample_fixed` as in training); an empty cloud (width 0) when lost.
+- `/perception/giver/points` (sensor_msgs/PointCloud2, `world`): the giver's hand surface the depth
+  sees (`ObjectTracker.giver_surface`: near the keypoints' skeleton, off the robot and the
+  tracked object; 1 cm voxels); empty without a pose or keypoints. The policy keeps its goals
+  clear of it (the keypoints place fingers that wrap an object centimetres short).
 - `/perception/object/status` (std_msgs/String, JSON: stamp, status tracking|lost|centroid_only,
   fitness, points, compute_ms, detail).
 - `/diagnostics` (diagnostic_msgs/DiagnosticArray, every `diagnostics_period_s`): output rate,
@@ -183,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     depth_topic = p("depth_topic", "/{camera}/aligned_depth_to_color/image_raw").value
     joint_topic = p("joint_states_topic", "/joint_states").value
     keypoints_topic = p("hand_keypoints_topic", "/perception/human_hand/keypoints").value
+    giver_points_topic = p("giver_points_topic", "/perception/giver/points").value
     frame_id = p("frame_id", "world").value
     diagnostics_period_s = float(p("diagnostics_period_s", 1.0).value)
 
@@ -219,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     latest_only = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
     pose_pub = node.create_publisher(PoseStamped, "/perception/object/pose", reliable)
     points_pub = node.create_publisher(PointCloud2, "/perception/object/points", reliable)
+    giver_pub = node.create_publisher(PointCloud2, giver_points_topic, reliable)
     status_pub = node.create_publisher(String, "/perception/object/status", reliable)
     diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", reliable)
 
@@ -239,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if est.pose is not None:
             pose_pub.publish(msgs.pose_stamped_msg(est.pose, stamp, frame_id))
         points_pub.publish(pointcloud2_msg(est.points, stamp, frame_id))
+        giver_pub.publish(pointcloud2_msg(est.giver_points, stamp, frame_id))
         status = {
             "stamp": stamp,
             "status": est.status,

@@ -157,6 +157,14 @@ class TrackerConfig:
     relocalize_hand_scale: float = 1.5
     relocalize_extent_scale: float = 1.5
     output_inlier_m: float = 0.01
+    # The giver's hand as measured (`ObjectEstimate.giver_points`, `giver_surface`): cloud points
+    # within `giver_surface_radius_m` of the keypoints' bones or palm (the keypoints are off by a
+    # median 3-5 cm where the fingers wrap the object, docs/closed_loop.md), not on the robot and
+    # more than `giver_surface_object_m` from the posed object model, voxelised to
+    # `giver_surface_voxel_m`. The policy checks its goals' clearance against them (0: off).
+    giver_surface_radius_m: float = 0.06
+    giver_surface_object_m: float = 0.012
+    giver_surface_voxel_m: float = 0.01
     # An object symmetric about an axis but for a small part (a mug's handle, `near_symmetry_axes`)
     # shows its turn about that axis only through that part, and tracking ICP stays in a wrong
     # turn of the body (the cell's mug: 40-50 deg off for a whole handover, fitness 1-2 % below
@@ -221,6 +229,9 @@ class ObjectEstimate:
     relocalized: bool = False  # global registration ran this frame
     compute_ms: float = 0.0
     detail: str = ""
+    # [G, 3] float32 world: the giver's hand and forearm surface seen this frame (`giver_surface`;
+    # [0, 3] without a pose or keypoints).
+    giver_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1006,9 +1017,45 @@ class ObjectTracker:
         removal); `views`: the frame's depth images for the free-space check (None: skipped).
         """
         t0 = time.perf_counter()
-        est = self._update(stamp, as_cloud(cloud), joint_positions, hand_keypoints, views)
+        cloud = as_cloud(cloud)
+        est = self._update(stamp, cloud, joint_positions, hand_keypoints, views)
+        if est.pose is not None and self.config.giver_surface_radius_m > 0:
+            est.giver_points = self.giver_surface(cloud, joint_positions, hand_keypoints, est.pose)
         est.compute_ms = (time.perf_counter() - t0) * 1e3
         return est
+
+    def giver_surface(
+        self,
+        cloud: np.ndarray,
+        joint_positions: Mapping[str, float] | None,
+        hand_keypoints: np.ndarray | None,
+        T_world_object: np.ndarray,
+    ) -> np.ndarray:
+        """[G, 3] float32 world: the points of `cloud` on the giver's hand (see
+        `TrackerConfig.giver_surface_radius_m`): near its keypoints' skeleton, off the robot and
+        off the object posed at `T_world_object`. The keypoints place the hand, the depth its
+        surface: fingers that wrap an object are tracked centimetres short of where they are."""
+        cfg = self.config
+        kp = _valid_keypoints(hand_keypoints)
+        empty = np.zeros((0, 3), np.float32)
+        if kp is None or len(cloud) == 0:
+            return empty
+        r = cfg.giver_surface_radius_m
+        lo, hi = np.nanmin(kp, axis=0) - r, np.nanmax(kp, axis=0) + r
+        pts = cloud[np.all((cloud >= lo) & (cloud <= hi), axis=1)]
+        if not len(pts):
+            return empty
+        pts = voxel_downsample(pts, cfg.giver_surface_voxel_m).astype(np.float64)
+        d, _ = cKDTree(hand_skeleton(kp)).query(pts, k=1, distance_upper_bound=r)
+        pts = pts[np.isfinite(d)]
+        if len(pts) and self.robot is not None and joint_positions is not None:
+            robot_pts = self.robot.points_world(joint_positions, pts.min(axis=0), pts.max(axis=0))
+            pts = pts[~robot_mask(pts, robot_pts, cfg.robot_margin_m)]
+        if len(pts) and self.model is not None:
+            posed = self.model.points @ T_world_object[:3, :3].T + T_world_object[:3, 3]
+            d, _ = cKDTree(posed).query(pts, k=1, distance_upper_bound=cfg.giver_surface_object_m)
+            pts = pts[~np.isfinite(d)]
+        return pts.astype(np.float32)
 
     def _update(self, stamp, cloud, joint_positions, hand_keypoints, views) -> ObjectEstimate:
         cfg = self.config

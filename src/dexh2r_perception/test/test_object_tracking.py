@@ -222,6 +222,39 @@ def test_hand_removal_keeps_the_object(cell):
     assert not hand_mask(cloud, np.full((21, 3), np.nan), TrackerConfig()).any()
 
 
+def test_giver_surface_finds_the_fingers_the_keypoints_put_short(cell):
+    """`ObjectEstimate.giver_points`: the depth points of the giver's hand near its keypoints,
+    none on the object. With every finger's keypoints pulled 3 cm back toward the wrist (the hand
+    tracker's error on fingers that wrap an object), the points still reach the true fingertips."""
+    from dexh2r_core.hand_landmarks import FINGERTIPS
+    from dexh2r_perception.object_tracking import hand_skeleton
+
+    depths, joints, kp = _inputs(cell)
+    short = kp.copy()
+    for tip in FINGERTIPS:  # each finger's 4 keypoints (MCP .. tip) 3 cm toward the wrist
+        for j in range(tip - 3, tip + 1):
+            u = kp[j] - kp[0]
+            short[j] = kp[j] - 0.03 * u / np.linalg.norm(u)
+    T = cell.object_pose()
+    est = _pipeline(cell).process(cell.time, depths, joints, short)
+    assert est.status == "tracking" and est.giver_points.dtype == np.float32
+    pts = est.giver_points.astype(np.float64)
+    assert len(pts) > 50
+    # On the true hand: within a finger's radius and 1.5 cm of its bones and palm, or around
+    # the wrist (the wrist and forearm are 3-4 cm thick).
+    near_wrist = np.linalg.norm(pts - kp[0], axis=1) < 0.07
+    on_hand = (cKDTree(hand_skeleton(kp)).query(pts)[0] < 0.025) | near_wrist
+    assert on_hand.mean() > 0.95, f"{on_hand.mean():.2f} of the points on the true hand"
+    surface = sample_surface_points(cell.sim_object, 4000)[0] @ T[:3, :3].T + T[:3, 3]
+    assert cKDTree(surface).query(pts)[0].min() > 0.006  # none on the object
+    seen = cKDTree(pts).query(kp[list(FINGERTIPS)])[0]  # the true fingertips
+    keypoints_say = np.linalg.norm(short[list(FINGERTIPS)] - kp[list(FINGERTIPS)], axis=1)
+    assert np.median(seen) < 0.015 < np.median(keypoints_say), (seen, keypoints_say)
+    assert not len(_pipeline(cell).process(cell.time, depths, joints, None).giver_points)
+    off = _pipeline(cell, giver_surface_radius_m=0.0).process(cell.time, depths, joints, short)
+    assert off.pose is not None and not len(off.giver_points)
+
+
 def test_relocalisation_retries_with_a_wider_hand_mask_when_remnants_join_the_object():
     """At 640x360 with keypoints 2.6 cm off (1.5 cm per axis, within the hand tracker's errors),
     the giver's finger remnants join the box into one cluster that does not register as the box.
@@ -414,8 +447,9 @@ def test_node_publishes_pose_and_fixed_size_cloud_with_the_frame_stamp(node_laun
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     joint_pub = ros_node.create_publisher(JointState, "/joint_states", reliable)
     kp_pub = ros_node.create_publisher(PoseArray, "/perception/human_hand/keypoints", reliable)
-    got: dict[str, list] = {"pose": [], "points": [], "status": []}
+    got: dict[str, list] = {"pose": [], "points": [], "status": [], "giver": []}
     ros_node.create_subscription(PoseStamped, "/perception/object/pose", got["pose"].append, reliable)
+    ros_node.create_subscription(PointCloud2, "/perception/giver/points", got["giver"].append, reliable)
     ros_node.create_subscription(PointCloud2, "/perception/object/points", got["points"].append, reliable)
     ros_node.create_subscription(String, "/perception/object/status", got["status"].append, reliable)
     for c in cell.calibration.cameras:
@@ -473,6 +507,9 @@ def test_node_publishes_pose_and_fixed_size_cloud_with_the_frame_stamp(node_laun
     assert np.mean(cKDTree(surface).query(pts)[0] < 0.01) > 0.9
     status = json.loads(got["status"][-1].data)
     assert status["status"] == "tracking" and status["points"] == 1024
+    giver = [m for m in got["giver"] if m.width > 0]  # the giver's hand surface, same stamps
+    assert giver and all(m.header.frame_id == "world" for m in giver)
+    assert {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in giver} <= set(sent)
 
 
 @pytest.mark.ros

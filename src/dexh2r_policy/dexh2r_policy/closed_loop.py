@@ -407,7 +407,7 @@ def run_episode(
     # tick later than the policy period would let the controller's 100 ms watchdog brake a tick.
     delay_ticks = None if measured_delay else math.ceil(float(actuation_delay) / dt - 1e-9)
     keypoint_ticks = delay_ticks
-    obj = None  # (stamp, pose, points)
+    obj = None  # (stamp, pose, points, giver surface points or None)
     kp = None
     phases: list[str] = []
     trace: list[dict] = []  # per policy step: phase, goal distance, tracking error of the palm
@@ -434,7 +434,7 @@ def run_episode(
             elif perception == "truth":
                 T_obj = cell.object_pose()
                 kp = cell.giver_keypoints()
-                obj = (t0, T_obj, model.points @ T_obj[:3, :3].T + T_obj[:3, 3])
+                obj = (t0, T_obj, model.points @ T_obj[:3, :3].T + T_obj[:3, 3], None)
                 tracked = True
             else:
                 frames = cell.render()
@@ -448,7 +448,7 @@ def run_episode(
                 )
                 tracked = o.pose is not None
                 if o.pose is not None and len(o.points):
-                    obj = (t0, o.pose, o.points)
+                    obj = (t0, o.pose, o.points, o.giver_points)
             timing["perception_ms"].append((time.perf_counter() - start) * 1e3)
             if measured_delay:
                 # This frame's keypoints reach the controller after the camera's latency and
@@ -476,7 +476,7 @@ def run_episode(
                 hand = HandState(controller.palm_pose(q_arr) @ T_palm_root, q_arr[robot.n_arm :][fingers])
                 start = time.perf_counter()
                 try:
-                    target = policy.step(t0, obj[1], obj[2], kp, hand)
+                    target = policy.step(t0, obj[1], obj[2], kp, hand, giver_surface=obj[3])
                 except DynamicGraspError:
                     errors += 1
                     target = None

@@ -52,6 +52,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from dexh2r_core.hand_landmarks import FINGERTIPS
 from dexh2r_policy.models.geometry import (
@@ -96,6 +97,10 @@ class DynamicGraspConfig:
     # The giver's fingers as if up to this much longer than the tracked tips (`giver_points`):
     # MediaPipe places the tips of fingers that wrap an object 2-4 cm short. 0: the paper's rule.
     giver_tip_extension_m: float = 0.0
+    # With the giver's measured surface (`step(giver_surface=...)`): the goal clearances count
+    # each surface point as a bone centre this far inside it (the keypoints' points are bone
+    # centres; a finger's radius is about 1 cm), so one threshold serves both.
+    giver_surface_depth_m: float = 0.01
     # Approach frames: the network's hand target is moved out of the object (at its predicted
     # next pose) until every hand point is this far outside (models/penetration.py), when the
     # object's surface is known (`set_object_surface`). Off by default: it trades success for
@@ -550,6 +555,7 @@ class _State:
     d_best_frame: int = 0  # ... and the frame it was reached
     tried: set = field(default_factory=set)  # pregrasp style: goals abandoned (jammed)
     gated: int = 0  # consecutive frames the object pose was gated out (pose_gate_m)
+    giver_surface: np.ndarray | None = None  # this frame's measured giver hand points [G, 3]
 
 
 def predict_pose(T_now: np.ndarray, T_prev: np.ndarray | None, frames: float = 1.0) -> np.ndarray:
@@ -716,6 +722,15 @@ class DynamicGrasp:
             raise BadInputError(f"finger joints must be a finite [{self.hand_surface.n_fingers}] vector")
         return obj_pose, pts
 
+    @staticmethod
+    def _check_surface(giver_surface: np.ndarray | None) -> np.ndarray | None:
+        if giver_surface is None:
+            return None
+        g = np.asarray(giver_surface, dtype=np.float64)
+        if g.ndim != 2 or g.shape[1] != 3 or not np.isfinite(g).all():
+            raise BadInputError(f"giver surface must be a finite [G, 3] array, got shape {list(g.shape)}")
+        return g if len(g) else None
+
     # -- the step --
     def step(
         self,
@@ -724,12 +739,18 @@ class DynamicGrasp:
         obj_points: np.ndarray,
         giver_keypoints: np.ndarray | None,
         hand: HandState,
+        giver_surface: np.ndarray | None = None,
     ) -> HandTarget:
-        """One frame: observation in, the hand target for the next frame out (see module doc)."""
+        """One frame: observation in, the hand target for the next frame out (see module doc).
+        `giver_surface` [G, 3] world (optional, with keypoints): the giver's hand as the depth
+        cameras see it (`ObjectEstimate.giver_points`); the pregrasp style's goal clearance
+        then also keeps from these points (the keypoints place fingers that wrap an object
+        centimetres short)."""
         from dexh2r_core.pointcloud import sample_fixed
 
         c, s = self.config, self.state
         obj_pose, pts = self._check(obj_pose, obj_points, giver_keypoints, hand)
+        s.giver_surface = self._check_surface(giver_surface) if giver_keypoints is not None else None
         if self.symmetry is not None and s.prev_obj is not None:
             obj_pose = obj_pose.copy()
             obj_pose[:3, :3] = self.symmetry.nearest(s.prev_obj[:3, :3], obj_pose[:3, :3])
@@ -918,6 +939,8 @@ class DynamicGrasp:
                 self.open_hand(self.pool.finger_q, self.pool.pinch)
             )
         pre = np.stack([self.pregrasp(int(g)) for g in idx])
+        surface = self.state.giver_surface
+        tree = None if surface is None else cKDTree(surface)
         out = np.full(len(idx), np.inf)
         for T, P in (
             (self.pool.T_obj_hand[idx], self.pool_points[idx]),
@@ -926,6 +949,9 @@ class DynamicGrasp:
         ):
             W = from_frame(obj_pose[None] @ T, P)  # [C, S, 3]
             gap = np.sqrt(((W[:, :, None, :] - giver[None, None]) ** 2).sum(-1)).min(axis=(1, 2))
+            if tree is not None:  # the measured surface, as if bone centres a finger's radius in
+                d = tree.query(W.reshape(-1, 3), k=1)[0].reshape(W.shape[:2]).min(axis=1)
+                gap = np.minimum(gap, d + self.config.giver_surface_depth_m)
             out = np.minimum(out, gap)
         return out
 

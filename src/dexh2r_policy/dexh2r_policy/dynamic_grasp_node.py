@@ -2,9 +2,11 @@
 
 Subscribes `/perception/object/pose` (PoseStamped) and `/perception/object/points` (PointCloud2,
 world) from `object_tracker_node`, `/perception/human_hand/keypoints` (PoseArray, optional: the
-giver filter) and `/joint_states` (the robot hand's current pose, by forward kinematics). At the
-policy rate (`rate_hz`, the rate the checkpoint was trained at: 10 Hz for the sim episodes) it
-runs one `DynamicGrasp.step` on the newest observation and publishes its target at once; at
+giver filter), `/perception/giver/points` (PointCloud2, optional: the giver's hand as the depth
+sees it, which the goal clearance also keeps from) and `/joint_states` (the robot hand's
+current pose, by forward kinematics). At the policy rate (`rate_hz`, the rate the checkpoint
+was trained at: 10 Hz for the sim episodes) it runs one `DynamicGrasp.step` on the newest
+observation and publishes its target at once; at
 `publish_rate_hz` (30 Hz, what the controller's 0.1 s watchdog expects) it publishes it again
 until the next one (`target_stream.TargetStream`; with `interpolate_targets:=true` the way from
 the last published target to the newest one along its stamp, the observation stamp +
@@ -12,8 +14,8 @@ frame_dt_s: smoother, up to a policy period later; never past the newest target)
 `/policy/hand_target/wrist` (PoseStamped, the palm: the policy's hand-root pose times the fixed
 root -> palm transform) and `/policy/hand_target/fingers` (JointState, the 22 finger joints by
 name), both stamped with the time their pose is for, plus `/policy/state` (String, JSON, once per
-policy step: phase, frame, goal distance, step ms, the compute latency its lead covers, step /
-published / stale / bad-input counts).
+policy step: phase, frame, goal distance, step ms, the compute latency its lead covers, the giver
+surface points used, step / published / stale / bad-input counts).
 
 The pool of the configured object is posed by the tracked object pose every step (it follows
 the object). Observations older than `stale_after_s` (receipt time) are not used: no new
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         JointState, p("finger_target_topic", "/policy/hand_target/fingers").value, reliable
     )
     state_pub = node.create_publisher(String, "/policy/state", reliable)
-    obs: dict = {"pose": None, "points": None, "kp": None, "q": None}
+    obs: dict = {"pose": None, "points": None, "kp": None, "giver": None, "q": None}
     counts = {"steps": 0, "published": 0, "stale": 0, "bad": 0}
     # Two policy periods without a new target (a late step under load) and the stream stops too.
     stream = TargetStream(hold_s=2.0 / rate_hz, interpolate=interpolate_targets)
@@ -213,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
             return
         obs["points"] = (points, now_s())
 
+    def on_giver_points(msg: PointCloud2) -> None:
+        obs["giver"] = (pointcloud2_array(msg), now_s())
+
     def on_keypoints(msg: PoseArray) -> None:
         kp = np.array([[m.position.x, m.position.y, m.position.z] for m in msg.poses], dtype=float)
         obs["kp"] = (kp if kp.shape == (21, 3) else None, now_s())
@@ -231,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     node.create_subscription(
         PoseArray, p("keypoints_topic", "/perception/human_hand/keypoints").value, on_keypoints, reliable
+    )
+    node.create_subscription(
+        PointCloud2, p("giver_points_topic", "/perception/giver/points").value, on_giver_points, reliable
     )
     node.create_subscription(JointState, "/joint_states", on_joint_states, reliable)
 
@@ -262,13 +270,15 @@ def main(argv: list[str] | None = None) -> int:
             return
         kp = obs["kp"]
         keypoints = kp[0] if kp is not None and now - kp[1] <= stale_after_s else None
+        giver = obs["giver"]
+        surface = giver[0] if giver is not None and now - giver[1] <= stale_after_s else None
         hand = HandState(fk.frame_pose(q) @ T_palm_root, q[finger_idx])
         age = max(0.0, now - pose[1])
         if latencies:
             policy.latency_s = min(float(np.median(latencies)), MAX_ACTUATION_DELAY_S)
         t0 = time.perf_counter()
         try:
-            target = policy.step(pose[1], pose[0], points[0], keypoints, hand)
+            target = policy.step(pose[1], pose[0], points[0], keypoints, hand, giver_surface=surface)
         except DynamicGraspError as exc:
             counts["bad"] += 1
             stream.silence()
@@ -290,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                 "distance_m": target.distance_m,
                 "step_ms": round(step_ms, 3),
                 "latency_s": round(policy.latency_s, 4),
+                # the giver surface points the goal clearance kept from (0: keypoints only)
+                "giver_points": 0 if policy.state.giver_surface is None else len(policy.state.giver_surface),
             }
         )
 

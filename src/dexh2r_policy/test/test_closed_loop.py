@@ -473,6 +473,39 @@ def test_goal_clearance_checks_the_open_hand_where_it_closes(hs):
     assert policy._clearance(np.array([g]), obj, giver)[0] < 0.005
 
 
+def test_measured_giver_surface_counts_in_the_goal_clearance(hs):
+    """The giver's hand as the depth sees it (`step(giver_surface=...)`): a surface point next to
+    a grasp's hand lowers that grasp's clearance to its distance plus `giver_surface_depth_m`
+    (a bone centre a finger's radius inside); keypoints far away alone leave it clear. Bad
+    surface points are bad input; without keypoints the surface is not used."""
+    from dexh2r_policy.dynamic_grasp import BadInputError, from_frame, giver_points
+
+    cfg = _cfg("pregrasp")
+    policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+    obj, g = _pose([0, 0, 0], [0.5, 0.0, 0.4]), 0
+    kp = np.tile(obj[:3, 3] + np.array([0.0, 0.0, 0.5]), (21, 1))  # 0.5 m above: far from every hand
+    giver = giver_points(kp)
+    alone = policy._clearance(np.array([g]), obj, giver)[0]
+    assert alone > 0.2
+    closed = from_frame((obj @ policy.pool.T_obj_hand[g])[None], policy.pool_points[[g]])[0]
+    surface = closed[:1] + np.array([[0.0, 0.0, 0.004]])  # 4 mm from the closed hand's first point
+    policy.state.giver_surface = surface
+    gap = policy._clearance(np.array([g]), obj, giver)[0]
+    assert gap == pytest.approx(0.004 + cfg.giver_surface_depth_m, abs=1e-6)
+    policy.state.giver_surface = None
+
+    hand = HandState(_pose([0, 0, 0], [0.5, -0.2, 0.45]), np.zeros(22))
+    pts = np.random.default_rng(0).normal(scale=0.03, size=(64, 3)) + obj[:3, 3]
+    policy.step(0.0, obj, pts, kp, hand, giver_surface=surface)
+    np.testing.assert_array_equal(policy.state.giver_surface, surface)
+    policy.step(0.1, obj, pts, None, hand, giver_surface=surface)
+    assert policy.state.giver_surface is None  # no keypoints: no giver at all
+    with pytest.raises(BadInputError, match="giver surface"):
+        policy.step(0.2, obj, pts, kp, hand, giver_surface=np.full((3, 3), np.nan))
+    with pytest.raises(BadInputError, match="giver surface"):
+        policy.step(0.3, obj, pts, kp, hand, giver_surface=np.zeros((3, 2)))
+
+
 # ---- the pregrasp style's stall switch and jam back-out (DynamicGraspConfig.stall_*, jam_*) ----
 
 

@@ -17,7 +17,7 @@ PERCEPTION_S = 0.06  # the observations' age on arrival: their stamps are this m
 
 
 def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_launcher, ros_node, tmp_path):
-    from geometry_msgs.msg import PoseStamped
+    from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState, PointCloud2
@@ -46,6 +46,8 @@ def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_laun
         "pose": ros_node.create_publisher(PoseStamped, "/perception/object/pose", reliable),
         "points": ros_node.create_publisher(PointCloud2, "/perception/object/points", reliable),
         "js": ros_node.create_publisher(JointState, "/joint_states", reliable),
+        "kp": ros_node.create_publisher(PoseArray, "/perception/human_hand/keypoints", reliable),
+        "giver": ros_node.create_publisher(PointCloud2, "/perception/giver/points", reliable),
     }
     got: dict[str, list] = {"wrist": [], "fingers": [], "state": []}
     ros_node.create_subscription(PoseStamped, "/policy/hand_target/wrist", got["wrist"].append, reliable)
@@ -54,7 +56,7 @@ def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_laun
     for topic in ("/perception/object/pose", "/perception/object/points", "/joint_states"):
         wait_for_topic_match(ros_node, topic, "subscriber", timeout=60, processes=[proc])
     ball, _ = _sphere(1024, np.random.default_rng(0))
-    sim = {"on": True, "nan": False, "lost": False, "frame": 0, "t0": time.monotonic()}
+    sim = {"on": True, "nan": False, "lost": False, "giver": False, "frame": 0, "t0": time.monotonic()}
 
     def publish():
         if not sim["on"]:
@@ -73,6 +75,12 @@ def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_laun
         pubs["pose"].publish(msgs.pose_stamped_msg(T, stamp))
         pubs["points"].publish(pointcloud2_msg(pts.astype(np.float32), stamp))
         pubs["js"].publish(msgs.joint_state_msg(robot.joint_names, robot.home()))
+        if sim["giver"]:  # the giver's hand 12 cm to the side: keypoints and its surface (7 points)
+            kp = PoseArray(header=msgs.header(stamp, "world"))
+            kp.poses = [Pose(position=Point(x=0.65, y=-0.17, z=0.35 + 0.005 * i)) for i in range(21)]
+            pubs["kp"].publish(kp)
+            surface = T[:3, 3] + np.array([0.0, -0.12, 0.0]) + 0.01 * np.eye(3)[[0, 1, 2, 0, 1, 2, 0]]
+            pubs["giver"].publish(pointcloud2_msg(surface.astype(np.float32), stamp))
 
     ros_node.create_timer(1 / 30, publish)
     executor = SingleThreadedExecutor(context=ros_node.context)
@@ -109,6 +117,11 @@ def test_node_streams_targets_at_30_hz_and_stops_on_stale_or_bad_input(node_laun
         assert state["steps"] >= 10 and state["step_ms"] < 50
         # The lead on the moving object covers the compute latency: observation age + step.
         assert PERCEPTION_S <= state["latency_s"] < PERCEPTION_S + 0.1, state
+        assert state["giver_points"] == 0  # no keypoints, no giver surface
+        sim["giver"] = True  # the giver's measured hand reaches the policy with its keypoints
+        spin(0.6)
+        assert json.loads(got["state"][-1].data)["giver_points"] == 7, proc.log_tail()
+        sim["giver"] = False
         sim["nan"] = True  # bad input: no target, the state says why
         spin(0.5)
         n = len(got["wrist"])
