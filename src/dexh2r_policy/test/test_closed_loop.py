@@ -868,7 +868,7 @@ class _SlowingPolicy:
     def reset(self) -> None:
         self.n = 0
 
-    def step(self, stamp, obj_pose, obj_points, keypoints, hand):
+    def step(self, stamp, obj_pose, obj_points, keypoints, hand, giver_surface=None):
         import time
 
         from dexh2r_policy.dynamic_grasp import HandTarget
