@@ -33,6 +33,8 @@ Per camera frame set (`ObjectTrackingPipeline.process`; docs/perception_object.m
 6. **Output**: the pose (`T_world_object`, object frame = centre of mass as in the object
    library) and the observed points within `output_inlier_m` of the posed model, sampled to exactly
    `n_points` by `pointcloud.sample_fixed` (the training code path).
+7. **Giver surface** (`giver_surface`): the cloud's points near the keypoints' skeleton, off the
+   robot and the object: the giver's hand as the depth sees it, for the policy's goal clearance.
 
 Unknown objects (no model): the cluster nearest the last centroid (else the best candidate) is the
 object; the output is that cluster (fixed N) and a *centroid pose*: identity rotation at the
@@ -1020,7 +1022,9 @@ class ObjectTracker:
         cloud = as_cloud(cloud)
         est = self._update(stamp, cloud, joint_positions, hand_keypoints, views)
         if est.pose is not None and self.config.giver_surface_radius_m > 0:
-            est.giver_points = self.giver_surface(cloud, joint_positions, hand_keypoints, est.pose)
+            est.giver_points = self.giver_surface(
+                cloud, joint_positions, hand_keypoints, est.pose, est.points
+            )
         est.compute_ms = (time.perf_counter() - t0) * 1e3
         return est
 
@@ -1030,10 +1034,12 @@ class ObjectTracker:
         joint_positions: Mapping[str, float] | None,
         hand_keypoints: np.ndarray | None,
         T_world_object: np.ndarray,
+        object_points: np.ndarray | None = None,
     ) -> np.ndarray:
         """[G, 3] float32 world: the points of `cloud` on the giver's hand (see
         `TrackerConfig.giver_surface_radius_m`): near its keypoints' skeleton, off the robot and
-        off the object posed at `T_world_object`. The keypoints place the hand, the depth its
+        off the object: the model posed at `T_world_object`, or for an unknown object (no
+        model) its segmented `object_points`. The keypoints place the hand, the depth its
         surface: fingers that wrap an object are tracked centimetres short of where they are."""
         cfg = self.config
         kp = _valid_keypoints(hand_keypoints)
@@ -1051,9 +1057,12 @@ class ObjectTracker:
         if len(pts) and self.robot is not None and joint_positions is not None:
             robot_pts = self.robot.points_world(joint_positions, pts.min(axis=0), pts.max(axis=0))
             pts = pts[~robot_mask(pts, robot_pts, cfg.robot_margin_m)]
-        if len(pts) and self.model is not None:
-            posed = self.model.points @ T_world_object[:3, :3].T + T_world_object[:3, 3]
-            d, _ = cKDTree(posed).query(pts, k=1, distance_upper_bound=cfg.giver_surface_object_m)
+        if self.model is not None:
+            on_object = self.model.points @ T_world_object[:3, :3].T + T_world_object[:3, 3]
+        else:
+            on_object = np.zeros((0, 3)) if object_points is None else np.asarray(object_points, np.float64)
+        if len(pts) and len(on_object):
+            d, _ = cKDTree(on_object).query(pts, k=1, distance_upper_bound=cfg.giver_surface_object_m)
             pts = pts[~np.isfinite(d)]
         return pts.astype(np.float32)
 

@@ -253,6 +253,11 @@ def test_giver_surface_finds_the_fingers_the_keypoints_put_short(cell):
     assert not len(_pipeline(cell).process(cell.time, depths, joints, None).giver_points)
     off = _pipeline(cell, giver_surface_radius_m=0.0).process(cell.time, depths, joints, short)
     assert off.pose is not None and not len(off.giver_points)
+    # An unknown object (no model): its segmented cluster is kept out of the giver's points; the
+    # parts of it the hand mask cut away (under the fingers) are not (8 % of the points here).
+    unknown = _pipeline(cell, known=False).process(cell.time, depths, joints, kp)
+    assert unknown.status == "centroid_only" and len(unknown.giver_points) > 50
+    assert (cKDTree(surface).query(unknown.giver_points)[0] < 0.006).mean() < 0.15
 
 
 def test_relocalisation_retries_with_a_wider_hand_mask_when_remnants_join_the_object():
