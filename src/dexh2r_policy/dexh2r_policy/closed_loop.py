@@ -82,6 +82,10 @@ POSE_GATE_M = 0.05
 # easy_mug_high 5 -> 9 successes). A fifth in the hard set lags a slowly moving can
 # (random_walk_can_left: success -> drop). docs/closed_loop.md, session 19.
 POSE_SMOOTHING = {"easy": 0.2, "hard": 0.5}
+# The goal selection's clearance from the giver also checks the open hand at 3 poses on the way
+# to the pre-grasp: the hard set's arcing mug met the giver's fingers and forearm there, 20 cm
+# before the goal (docs/closed_loop.md, session 20).
+ALIGN_PATH_SAMPLES = 3
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 # Easy set (an object held still): an approach that makes no progress for 1 s ends anywhere
 # within 30 cm of a pool grasp, not only within 10 cm (DynamicGraspConfig.stall_radius_m): over
@@ -170,7 +174,8 @@ def loop_policy_config(
 ) -> Any:
     """The DynamicGraspConfig the closed loop runs: the checkpoint's `base` with the loop's
     alignment, slow pull, lead, giver tip extension, symmetric pool, pose gate and smoothing,
-    the easy set's stall radius, goals whose close holds the object (docs/closed_loop.md),
+    the easy set's stall radius, goals whose close holds the object and whose way to the
+    pre-grasp clears the giver (docs/closed_loop.md),
     then `overrides` (checked like a config file: ConfigError names a wrong key). Used in-process
     and by dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
     if mode not in POSE_SMOOTHING:
@@ -188,6 +193,7 @@ def loop_policy_config(
         pose_smoothing=POSE_SMOOTHING[mode],
         stall_radius_m=EASY_STALL_RADIUS_M if mode == "easy" else base.stall_radius_m,
         require_close_hold=True,
+        align_path_samples=ALIGN_PATH_SAMPLES,
     )
     return apply_overrides(config, overrides)
 

@@ -134,6 +134,9 @@ class DynamicGraspConfig:
     open_rad: float = 0.6  # the squeeze joints open this much from the grasp until the close
     align_step_rad: float = 0.05  # per frame, with step_m: the rotation / translation speed
     align_clearance_m: float = 0.03  # goal and pre-grasp (open hand) this far from the giver
+    # The selection's clearance also checks the open hand at this many poses on the way from the
+    # hand's pose to the pre-grasp (object frame; 0: the goal and the pre-grasp only).
+    align_path_samples: int = 0
     giver_opposite_cos: float = 0.5  # the hand on the far side of the object from the giver
     max_goal_rotation_rad: float = 1.75  # goals that turn the hand further are not candidates
     # Pregrasp style: commit only to grasps whose own close (open -> squeezed, as the alignment
@@ -931,7 +934,13 @@ class DynamicGrasp:
         T[:3, 3] = t + self.config.pregrasp_m * t / max(float(np.linalg.norm(t)), 1e-9)
         return T
 
-    def _clearance(self, idx: np.ndarray, obj_pose: np.ndarray, giver: np.ndarray) -> np.ndarray:
+    def _clearance(
+        self,
+        idx: np.ndarray,
+        obj_pose: np.ndarray,
+        giver: np.ndarray,
+        T_obj_hand_now: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Smallest distance (m) from grasp idx's hand (closed, at the grasp) and open hand (at
         the pre-grasp, and at the grasp, where it arrives open and closes) to the giver points."""
         if self.pool_points_open is None:
@@ -942,11 +951,17 @@ class DynamicGrasp:
         surface = self.state.giver_surface
         tree = None if surface is None else cKDTree(surface)
         out = np.full(len(idx), np.inf)
-        for T, P in (
+        poses = [
             (self.pool.T_obj_hand[idx], self.pool_points[idx]),
             (pre, self.pool_points_open[idx]),
             (self.pool.T_obj_hand[idx], self.pool_points_open[idx]),
-        ):
+        ]
+        n = self.config.align_path_samples
+        if n > 0 and T_obj_hand_now is not None:  # the way there, open
+            for f in np.arange(1, n + 1) / (n + 1):
+                way = np.stack([interpolate_pose(T_obj_hand_now, T, float(f)) for T in pre])
+                poses.append((way, self.pool_points_open[idx]))
+        for T, P in poses:
             W = from_frame(obj_pose[None] @ T, P)  # [C, S, 3]
             gap = np.sqrt(((W[:, :, None, :] - giver[None, None]) ** 2).sum(-1)).min(axis=(1, 2))
             if tree is not None:  # the measured surface, as if bone centres a finger's radius in
@@ -1005,7 +1020,7 @@ class DynamicGrasp:
             cand = np.flatnonzero(allowed) if allowed.any() else np.arange(len(pool_world))
         d = np.linalg.norm(pool_world[cand, :3, 3] - hand.T_world_hand[:3, 3], axis=1)
         wide = cand[np.argsort(d, kind="stable")[: 2 * c.top_k]]
-        gap = self._clearance(wide, obj_pose, giver)
+        gap = self._clearance(wide, obj_pose, giver, inverse(obj_pose) @ hand.T_world_hand)
         free = wide[gap >= c.align_clearance_m][: c.top_k]
         if not len(free):  # none clears the giver by the margin: those that clear it most
             free = wide[gap >= gap.max() - 0.005][: c.top_k]

@@ -369,7 +369,7 @@ def _alignment_goals(policy, clearance, on_commit, frames: int) -> tuple[list[in
     `on_commit(k)` called at the commit; (the goals of the align frames, the committed goal)."""
     state = {"k": 0, "committed": None}
     real = policy._clearance
-    policy._clearance = lambda idx, o, g: clearance(idx, o, g, state["k"], state["committed"], real)
+    policy._clearance = lambda idx, o, g, T=None: clearance(idx, o, g, state["k"], state["committed"], real)
     obj = _pose([0, 0, 0], [0.5, 0.0, 0.4])
     giver = obj[:3, 3] + np.array([0.0, -0.3, 0.0]) + np.zeros((21, 3))  # far: nothing blocked
     cloud = np.random.default_rng(0).normal(scale=0.03, size=(64, 3)) + obj[:3, 3]
@@ -504,6 +504,32 @@ def test_measured_giver_surface_counts_in_the_goal_clearance(hs):
         policy.step(0.2, obj, pts, kp, hand, giver_surface=np.full((3, 3), np.nan))
     with pytest.raises(BadInputError, match="giver surface"):
         policy.step(0.3, obj, pts, kp, hand, giver_surface=np.zeros((3, 2)))
+
+
+def test_goal_clearance_can_check_the_way_to_the_pregrasp(hs):
+    """With `align_path_samples` the selection's clearance also checks the open hand on the way
+    from the hand's pose to the pre-grasp: a giver point half way there (clear of the grasp and
+    the pre-grasp) lowers it; without the samples, or without the hand's pose, it does not."""
+    from dataclasses import replace
+
+    from dexh2r_policy.dynamic_grasp import from_frame, giver_points, interpolate_pose, inverse
+
+    policy = DynamicGrasp(_StillPlanner(), _ring_pool(), _cfg("pregrasp"), n_points=32, hand_surface=hs)
+    obj, g = _pose([0, 0, 0], [0.5, 0.0, 0.4]), 0
+    far = giver_points(np.tile(obj[:3, 3] + np.array([0.0, 0.0, 0.6]), (21, 1)))
+    policy._clearance(np.array([g]), obj, far)  # builds the open hand's points
+    T_now = inverse(obj) @ _pose([0, 0, 0], [0.5, 0.0, 0.8])  # the hand 40 cm above the object
+    half = interpolate_pose(T_now, policy.pregrasp(g), 0.5)
+    point = from_frame((obj @ half)[None], policy.pool_points_open[[g]])[0].mean(axis=0)
+    giver = np.concatenate([far, point[None]])
+    assert policy._clearance(np.array([g]), obj, giver, T_now)[0] > 0.05  # off: the ends only
+    policy.config = replace(policy.config, align_path_samples=3)
+    assert policy._clearance(np.array([g]), obj, giver)[0] > 0.05  # no hand pose: the ends only
+    assert policy._clearance(np.array([g]), obj, giver, T_now)[0] < 0.03
+    from dexh2r_policy.closed_loop import loop_policy_config
+
+    assert DynamicGraspConfig().align_path_samples == 0  # the paper's selection: off
+    assert loop_policy_config(DynamicGraspConfig(), "hard").align_path_samples == 3  # the loop's
 
 
 # ---- the pregrasp style's stall switch and jam back-out (DynamicGraspConfig.stall_*, jam_*) ----
