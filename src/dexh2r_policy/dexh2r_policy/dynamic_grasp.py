@@ -942,7 +942,10 @@ class DynamicGrasp:
         T_obj_hand_now: np.ndarray | None = None,
     ) -> np.ndarray:
         """Smallest distance (m) from grasp idx's hand (closed, at the grasp) and open hand (at
-        the pre-grasp, and at the grasp, where it arrives open and closes) to the giver points."""
+        the pre-grasp, and at the grasp, where it arrives open and closes) to the giver points
+        and, when given, the measured giver surface (`state.giver_surface`, counted
+        `giver_surface_depth_m` further); with `T_obj_hand_now` (the hand, object frame) and
+        `align_path_samples` > 0 also the open hand on the way from there to the pre-grasp."""
         if self.pool_points_open is None:
             self.pool_points_open = self.hand_surface.points_batch(
                 self.open_hand(self.pool.finger_q, self.pool.pinch)
@@ -957,9 +960,15 @@ class DynamicGrasp:
             (self.pool.T_obj_hand[idx], self.pool_points_open[idx]),
         ]
         n = self.config.align_path_samples
-        if n > 0 and T_obj_hand_now is not None:  # the way there, open
+        if n > 0 and T_obj_hand_now is not None:  # the way there, open (interpolate_pose, batched)
+            from scipy.spatial.transform import Rotation
+
+            R0 = T_obj_hand_now[:3, :3]
+            turn = Rotation.from_matrix(R0.T[None] @ pre[:, :3, :3]).as_rotvec()  # [C, 3]
             for f in np.arange(1, n + 1) / (n + 1):
-                way = np.stack([interpolate_pose(T_obj_hand_now, T, float(f)) for T in pre])
+                way = np.tile(np.eye(4), (len(idx), 1, 1))
+                way[:, :3, :3] = R0[None] @ Rotation.from_rotvec(f * turn).as_matrix()
+                way[:, :3, 3] = (1.0 - f) * T_obj_hand_now[:3, 3] + f * pre[:, :3, 3]
                 poses.append((way, self.pool_points_open[idx]))
         for T, P in poses:
             W = from_frame(obj_pose[None] @ T, P)  # [C, S, 3]
@@ -976,7 +985,8 @@ class DynamicGrasp:
         centre -> giver centroid at most -`giver_opposite_cos`) and that turn the hand at most
         `max_goal_rotation_rad` (all if none), the 2 top_k nearest of those by translation, the
         ones whose hand (closed at the grasp, open at the pre-grasp and at the grasp) clears the giver by
-        `align_clearance_m` (none: those within 5 mm of the largest clearance), then the lowest
+        `align_clearance_m` (also on the way to the pre-grasp with `align_path_samples`; none: those
+        within 5 mm of the largest clearance), then the lowest
         `reach_cost` if given, else the smallest rotation. Without keypoints the run-time rule
         (`select_target`). Either way never a goal abandoned before (`tried`: jammed). With
         `require_close_hold`, of those candidates the ones whose close holds the object
