@@ -137,6 +137,13 @@ class DynamicGraspConfig:
     # The selection's clearance also checks the open hand at this many poses on the way from the
     # hand's pose to the pre-grasp (object frame; 0: the goal and the pre-grasp only).
     align_path_samples: int = 0
+    # Pregrasp style: the approach's targets turn toward their goal's rotation as they near it
+    # (slerp weight 0 at `approach_turn_m` from the goal, 1 at `approach_turn_full_m`), so the
+    # hand arrives turned for the pre-grasp. MotionNet's approach brings the hand's position to
+    # the goal but not its turn: the alignment then turned it 40-60 deg at the giver's hand, at a
+    # quarter of the arm's speed (separation monitoring), 1.5-2 s of every handover. 0: off.
+    approach_turn_m: float = 0.0
+    approach_turn_full_m: float = 0.10
     giver_opposite_cos: float = 0.5  # the hand on the far side of the object from the giver
     max_goal_rotation_rad: float = 1.75  # goals that turn the hand further are not candidates
     # Pregrasp style: commit only to grasps whose own close (open -> squeezed, as the alignment
@@ -221,6 +228,11 @@ class DynamicGraspConfig:
         for name in ("close_frames", "lift_frames", "align_after_frames", "snap_steps"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.approach_turn_m > 0 and not 0 <= self.approach_turn_full_m < self.approach_turn_m:
+            raise ValueError(
+                f"approach_turn_full_m: must be in [0, approach_turn_m = {self.approach_turn_m}), "
+                f"got {self.approach_turn_full_m}"
+            )
 
     @property
     def radius_m(self) -> float:
@@ -802,6 +814,8 @@ class DynamicGrasp:
             i = min(s.frame - s.plan_frame, len(s.plan[0]) - 1)
             d = float(np.linalg.norm(pool_world[s.goal, :3, 3] - hand.T_world_hand[:3, 3]))
             T_next = s.plan[0][i]
+            if c.align_style == "pregrasp" and c.approach_turn_m > 0:
+                T_next = self._turned(T_next, pool_world[s.goal])
             if c.collision_guard and self.collision_guard is not None:
                 T_next, _ = self.collision_guard.apply(T_next, s.plan[1][i], predict_pose(obj_pose, prev_obj))
             return target(
@@ -925,6 +939,20 @@ class DynamicGrasp:
         q = self.pool.finger_q[g].copy()
         q[self.pinch_squeeze_idx if self.pool.pinch[g] else self.squeeze_idx] += self.config.squeeze_rad
         return np.clip(q, self.q_lower, self.q_upper)
+
+    def _turned(self, T_next: np.ndarray, T_goal: np.ndarray) -> np.ndarray:
+        """The approach target `T_next` (world) with its rotation slerped toward the goal's by
+        how near it is to the goal (`approach_turn_m` -> `approach_turn_full_m`); its position
+        is MotionNet's."""
+        c = self.config
+        d = float(np.linalg.norm(T_next[:3, 3] - T_goal[:3, 3]))
+        span = max(c.approach_turn_m - c.approach_turn_full_m, 1e-9)
+        w = float(np.clip((c.approach_turn_m - d) / span, 0.0, 1.0))
+        if w <= 0.0:
+            return T_next
+        T = interpolate_pose(T_next, T_goal, w)
+        T[:3, 3] = T_next[:3, 3]
+        return T
 
     def pregrasp(self, g: int) -> np.ndarray:
         """Pre-grasp of pool grasp g in the object frame: its hand root `pregrasp_m` further out

@@ -532,6 +532,55 @@ def test_goal_clearance_can_check_the_way_to_the_pregrasp(hs):
     assert loop_policy_config(DynamicGraspConfig(), "hard").align_path_samples == 3  # the loop's
 
 
+class _StraightPlanner(_StillPlanner):
+    """Plans a straight line to the goal's position, 3 cm a frame, never turning the hand
+    (MotionNet's approach gets the position right but not the turn)."""
+
+    def plan(self, frame, history, target, target_points):
+        h = history[-1]
+        T = np.repeat(h.T_world_hand[None], 10, 0)
+        way = target.T_world_hand[:3, 3] - h.T_world_hand[:3, 3]
+        steps = np.minimum(0.03 * np.arange(1, 11) / max(np.linalg.norm(way), 1e-9), 1.0)
+        T[:, :3, 3] = h.T_world_hand[:3, 3] + steps[:, None] * way
+        return T, np.repeat(h.finger_q[None], 10, 0)
+
+
+def test_approach_turn_brings_the_hand_in_turned_for_its_goal(hs):
+    """With `approach_turn_m` the approach's targets keep the planner's positions and turn
+    toward their goal's rotation as they near it: none at `approach_turn_m` and beyond, all of
+    it within `approach_turn_full_m`. Off (the paper's), and in the paper style, they do not."""
+    from dexh2r_policy.dynamic_grasp import rotation_angles
+
+    pool = _ring_pool()
+    obj = _pose([0, 0, 0], [0.5, 0.0, 0.4])
+    hand0 = HandState(_pose([np.pi / 2, 0.0, 0.0], [0.5, -0.5, 0.4]), np.zeros(22))  # turned from every goal
+    for style, turn_m in (("pregrasp", 0.3), ("pregrasp", 0.0), ("paper", 0.3)):
+        cfg = _cfg(style, align_after_frames=10**6, approach_turn_m=turn_m, approach_turn_full_m=0.15)
+        policy = DynamicGrasp(_StraightPlanner(), pool, cfg, n_points=32, hand_surface=hs)
+        rows = [(tgt, o) for o, tgt, _ in _run(policy, 25, lambda k: obj, hand0) if tgt.phase == "approach"]
+        assert len(rows) > 10
+        for tgt, o in rows:
+            goal = o @ pool.T_obj_hand[tgt.goal]
+            d = float(np.linalg.norm(tgt.T_world_hand[:3, 3] - goal[:3, 3]))
+            to_goal = float(rotation_angles(tgt.T_world_hand[None, :3, :3], goal[None, :3, :3])[0])
+            kept = float(rotation_angles(tgt.T_world_hand[None, :3, :3], hand0.T_world_hand[None, :3, :3])[0])
+            if style == "pregrasp" and turn_m > 0 and d <= 0.15:
+                assert to_goal < 1e-6, (d, to_goal)
+            elif style == "pregrasp" and turn_m > 0 and d < turn_m:
+                assert kept > 1e-3 and to_goal > 1e-3, (d, kept, to_goal)  # part of the way
+            else:
+                assert kept < 1e-6, (style, turn_m, d, kept)
+        nearest = min(np.linalg.norm((t.T_world_hand - o @ pool.T_obj_hand[t.goal])[:3, 3]) for t, o in rows)
+        assert nearest < 0.1  # the approach got there
+    with pytest.raises(ValueError, match="approach_turn_full_m"):
+        DynamicGraspConfig(approach_turn_m=0.1, approach_turn_full_m=0.2)
+    from dexh2r_policy.closed_loop import loop_policy_config
+
+    assert DynamicGraspConfig().approach_turn_m == 0.0  # the paper's approach: off
+    assert loop_policy_config(DynamicGraspConfig(), "easy").approach_turn_m == 0.6  # the loop's, easy set
+    assert loop_policy_config(DynamicGraspConfig(), "hard").approach_turn_m == 0.0
+
+
 # ---- the pregrasp style's stall switch and jam back-out (DynamicGraspConfig.stall_*, jam_*) ----
 
 
