@@ -86,14 +86,14 @@ POSE_SMOOTHING = {"easy": 0.2, "hard": 0.5}
 # to the pre-grasp: the hard set's arcing mug met the giver's fingers and forearm there, 20 cm
 # before the goal (docs/closed_loop.md, session 20).
 ALIGN_PATH_SAMPLES = 3
-# Easy set: the approach's targets turn toward their goal's rotation from 60 cm out, fully by
-# 15 cm (DynamicGraspConfig.approach_turn_m): MotionNet's approach brings the hand to the goal's
-# position, not its turn, and the alignment then turned the hand 40-60 deg next to the giver's
-# hand at a quarter of the arm's speed. Fixed 0.1 s, 40 paired easy episodes: 33 -> 36
-# successes, median time to handover 3.34-3.70 -> 2.95-3.00 s, contacts 2 -> 4. Not in the hard
-# set: there it changed the goals the alignment commits to on a moving object (12 paired:
-# 8 -> 4 successes). docs/closed_loop.md, session 21.
-APPROACH_TURN_M = {"easy": 0.6, "hard": 0.0}
+# The approach's targets may turn toward their goal's rotation from 60 cm out, fully by 15 cm
+# (DynamicGraspConfig.approach_turn_m; `--set approach_turn_m=0.6`): off. At a fixed 0.1 s
+# delay, 40 paired easy episodes: 33 -> 36 successes, median time to handover 3.34-3.70 ->
+# 2.95-3.00 s, contacts 2 -> 4; but at 0.12 s (the measured delay of the first frames on a slow
+# day) the easy box's alignment commits to another goal (627) and fails or takes 4.5-5 s, and in
+# the hard set it changed the goals committed to on a moving object (12 paired at 0.1 s: 8 -> 4
+# successes). docs/closed_loop.md, session 21.
+APPROACH_TURN_M = {"easy": 0.0, "hard": 0.0}
 APPROACH_TURN_FULL_M = 0.15
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 # Easy set (an object held still): an approach that makes no progress for 1 s ends anywhere
@@ -183,8 +183,8 @@ def loop_policy_config(
 ) -> Any:
     """The DynamicGraspConfig the closed loop runs: the checkpoint's `base` with the loop's
     alignment, slow pull, lead, giver tip extension, symmetric pool, pose gate and smoothing,
-    the easy set's stall radius and approach turn, goals whose close holds the object and whose
-    way to the pre-grasp clears the giver (docs/closed_loop.md),
+    the easy set's stall radius, the approach turn (off), goals whose close holds the object and
+    whose way to the pre-grasp clears the giver (docs/closed_loop.md),
     then `overrides` (checked like a config file: ConfigError names a wrong key). Used in-process
     and by dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
     if mode not in POSE_SMOOTHING:

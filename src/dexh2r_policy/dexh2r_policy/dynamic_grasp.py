@@ -35,7 +35,9 @@ further out from the object's centre, then straight in, on waypoints in the obje
 advance `step_m` / `align_step_rad` per frame from the previous waypoint (not from the measured
 hand, which lags); each stage ends when the measured hand is there (or `arrive_frames` later);
 the close then ramps the fingers from open to the squeezed grasp; from the alignment on, object
-poses that jump beyond `pose_gate_m` are held out for a few frames. With `symmetric_pool` and the
+poses that jump beyond `pose_gate_m` are held out for a few frames. With `approach_turn_m` the
+approach's targets turn toward their goal's rotation as they near it (MotionNet's positions), so
+the hand arrives turned for the pre-grasp. With `symmetric_pool` and the
 object model, an axisymmetric object's pool also holds its grasps turned end for end (the tracker
 cannot tell the ends apart). docs/closed_loop.md says why.
 
