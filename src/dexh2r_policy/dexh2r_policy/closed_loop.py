@@ -93,8 +93,7 @@ ALIGN_PATH_SAMPLES = 3
 # day) the easy box's alignment commits to another goal (627) and fails or takes 4.5-5 s, and in
 # the hard set it changed the goals committed to on a moving object (12 paired at 0.1 s: 8 -> 4
 # successes). docs/closed_loop.md, session 21.
-APPROACH_TURN_M = {"easy": 0.0, "hard": 0.0}
-APPROACH_TURN_FULL_M = 0.15
+APPROACH_TURN_M = 0.0
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 # Easy set (an object held still): an approach that makes no progress for 1 s ends anywhere
 # within 30 cm of a pool grasp, not only within 10 cm (DynamicGraspConfig.stall_radius_m): over
@@ -203,8 +202,7 @@ def loop_policy_config(
         stall_radius_m=EASY_STALL_RADIUS_M if mode == "easy" else base.stall_radius_m,
         require_close_hold=True,
         align_path_samples=ALIGN_PATH_SAMPLES,
-        approach_turn_m=APPROACH_TURN_M[mode],
-        approach_turn_full_m=APPROACH_TURN_FULL_M,
+        approach_turn_m=APPROACH_TURN_M,
     )
     return apply_overrides(config, overrides)
 

@@ -145,7 +145,7 @@ class DynamicGraspConfig:
     # the goal but not its turn: the alignment then turned it 40-60 deg at the giver's hand, at a
     # quarter of the arm's speed (separation monitoring), 1.5-2 s of every handover. 0: off.
     approach_turn_m: float = 0.0
-    approach_turn_full_m: float = 0.10
+    approach_turn_full_m: float = 0.15
     giver_opposite_cos: float = 0.5  # the hand on the far side of the object from the giver
     max_goal_rotation_rad: float = 1.75  # goals that turn the hand further are not candidates
     # Pregrasp style: commit only to grasps whose own close (open -> squeezed, as the alignment
