@@ -532,6 +532,48 @@ def test_goal_clearance_can_check_the_way_to_the_pregrasp(hs):
     assert loop_policy_config(DynamicGraspConfig(), "hard").align_path_samples == 3  # the loop's
 
 
+@pytest.mark.parametrize(
+    "soft, weight, gap_near, chosen",
+    [
+        (0.0, 100.0, 0.028, "far"),  # the hard cut: 2 mm short is out
+        (0.01, 100.0, 0.028, "near"),  # in the band: 1.1 s + 0.2 s beats 3.3 s
+        (0.01, 100.0, 0.022, "near"),  # 1.1 + 0.8
+        (0.01, 300.0, 0.022, "far"),  # 1.1 + 2.4 > 3.3: the weight decides
+        (0.01, 100.0, 0.018, "far"),  # below the band: out
+    ],
+)
+def test_soft_goal_clearance_weighs_a_shortfall_against_the_reach_cost(hs, soft, weight, gap_near, chosen):
+    """`align_clearance_soft_m`: a goal that clears the giver by a little less than
+    `align_clearance_m` stays a candidate, its reach cost raised by `align_clearance_cost` per
+    metre short; below the band it is out, as every shortfall is without the band."""
+    from dexh2r_policy.dynamic_grasp import giver_points
+
+    cfg = _cfg("pregrasp", align_clearance_m=0.03, align_clearance_soft_m=soft, align_clearance_cost=weight)
+    policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+    obj = _pose([0, 0, 0], [0.5, 0.0, 0.4])
+    pool_world = obj[None] @ policy.pool.T_obj_hand
+    giver = giver_points(np.tile(obj[:3, 3] + np.array([0.15, 0.0, 0.0]), (21, 1)))  # on the +x side
+    near, far = 5, 6  # both on the far side from the giver (150 and 180 deg round the ring)
+    gaps, costs = {near: gap_near, far: 0.045}, {near: 1.1, far: 3.3}
+
+    def index(T):
+        return int(np.argmin(np.linalg.norm(pool_world[:, :3, 3] - T[:3, 3], axis=1)))
+
+    policy._clearance = lambda idx, *a, **k: np.array([gaps.get(int(i), 0.0) for i in idx])
+    policy.reach_cost = lambda poses: np.array([costs.get(index(T), 0.5) for T in poses])
+    hand = HandState(_pose([0, 0, 0], [0.2, 0.0, 0.4]), np.zeros(22))
+    g = policy._select_committed(obj, pool_world, giver, hand)
+    assert g == {"near": near, "far": far}[chosen]
+
+
+def test_soft_goal_clearance_is_validated():
+    with pytest.raises(ValueError, match="align_clearance_soft_m"):
+        DynamicGraspConfig(align_clearance_m=0.03, align_clearance_soft_m=0.04)
+    with pytest.raises(ValueError, match="align_clearance_cost"):
+        DynamicGraspConfig(align_clearance_cost=-1.0)
+    assert DynamicGraspConfig().align_clearance_soft_m == 0.0  # the paper's selection: the cut
+
+
 class _StraightPlanner(_StillPlanner):
     """Plans a straight line to the goal's position, 3 cm a frame, never turning the hand
     (MotionNet's approach gets the position right but not the turn)."""
@@ -861,6 +903,98 @@ def test_pose_gate_keeps_the_last_pose_through_a_tracking_jump(hs):
     from dexh2r_policy.closed_loop import loop_policy_config
 
     assert loop_policy_config(DynamicGraspConfig(), "hard").pose_gate_m > 0  # on in the closed loop
+
+
+def test_held_gate_keeps_the_pull_on_the_grasp_through_a_long_tracking_error(hs):
+    """During the pull the object sits in the closed hand: with `held_gate_rad` a tracked pose
+    turned away from where the grasp (from the measured hand) puts it is kept out for as long as
+    it lasts, past `pose_gate_frames`; off, the pull follows it once the pose gate gives up. An
+    object that moves with the hand (the giver's pull, hard) is followed as without the gate."""
+    still = _pose([0, 0, 0], [0.0, 0.0, 0.4])
+    turned = _pose([0, 0, 1.6], [0.005, 0.0, 0.4])  # 92 deg about z, its position right to 5 mm
+
+    def targets(held_rad, obj_fn):
+        cfg = _cfg(
+            "pregrasp",
+            pose_gate_m=0.05,
+            pose_gate_rad=0.35,
+            pose_gate_frames=4,
+            lift_frames=40,
+            lift_height_m=0.015,
+            held_gate_rad=held_rad,  # the closed loop's slow 1.5 cm pull
+        )
+        policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+        hand0 = HandState(_pose([0, 0, 0.2], [0.3, 0.1, 0.45]), np.zeros(22))
+        return policy, _run(policy, 70, obj_fn, hand0)
+
+    _, run = targets(0.0, lambda k: still)
+    lift = next(i for i, (_, t, _) in enumerate(run) if t.phase == "lift")
+    base = [t.T_world_hand for _, t, _ in run]
+    start, length = lift + 3, 20
+    for held_rad in (0.35, 0.0):
+        policy, run = targets(held_rad, lambda k: turned if start <= k < start + length else still)
+        moved = [np.linalg.norm(t.T_world_hand[:3, 3] - base[k][:3, 3]) for k, (_, t, _) in enumerate(run)]
+        if held_rad > 0:
+            assert max(moved) < 1e-9 and policy.state.held_gated > 0  # held through it (both gates)
+        else:
+            assert max(moved[start + 5 : start + length]) > 0.05  # taken after 4 frames: a yank
+
+    def moving(k):  # the giver carries the held object on, 1 cm a frame, from the lift on
+        return _pose([0, 0, 0], [0.0, 0.01 * max(0, k - lift), 0.4])
+
+    (_, a), (policy, b) = targets(0.0, moving), targets(0.35, moving)
+    assert policy.state.held_gated == 0
+    assert all(
+        np.allclose(ta.T_world_hand, tb.T_world_hand) for (_, ta, _), (_, tb, _) in zip(a, b, strict=True)
+    )
+    with pytest.raises(ValueError, match="held_gate_rad"):
+        DynamicGraspConfig(held_gate_rad=-0.1)
+    from dexh2r_policy.closed_loop import loop_policy_config
+
+    assert DynamicGraspConfig().held_gate_rad == 0.0  # the paper's: off
+    assert all(loop_policy_config(DynamicGraspConfig(), m).held_gate_rad > 0 for m in ("easy", "hard"))
+
+
+@pytest.mark.parametrize("follow", ["pose", "position", "none"])
+def test_pull_follows_what_pull_follow_says(hs, follow):
+    """`pull_follow`: during the pull a tracked turn of the held object (a few degrees, under
+    every gate: a tracking error the hand would otherwise chase) moves the targets only with
+    "pose"; the object carried on by the giver moves them with "pose" and "position", not with
+    "none" (then the pull rises still in the world)."""
+    base = np.array([0.0, 0.0, 0.4])
+
+    def run(obj_fn):
+        cfg = _cfg("pregrasp", lift_frames=40, lift_height_m=0.015, pull_follow=follow)
+        policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+        hand0 = HandState(_pose([0, 0, 0.2], [0.3, 0.1, 0.45]), np.zeros(22))
+        out = _run(policy, 60, obj_fn, hand0)
+        lift = [k for k, (_, t, _) in enumerate(out) if t.phase == "lift"]
+        return out, lift
+
+    still, lift = run(lambda k: _pose([0, 0, 0], base))
+    k0 = lift[0] + 5
+
+    def turning(k):
+        return _pose([0, 0, 0.14 if k >= k0 else 0.0], base)  # 8 deg, held
+
+    def carried(k):
+        return _pose([0, 0, 0], base + np.array([0.0, 0.005 * max(0, k - k0), 0.0]))
+
+    for obj_fn, follows in ((turning, follow == "pose"), (carried, follow != "none")):
+        out, _ = run(obj_fn)
+        moved = max(
+            np.linalg.norm(t.T_world_hand[:3, 3] - still[k][1].T_world_hand[:3, 3])
+            for k, (_, t, _) in enumerate(out)
+            if k in lift
+        )
+        assert (moved > 0.01) == follows, (obj_fn.__name__, moved)
+    with pytest.raises(ValueError, match="pull_follow"):
+        DynamicGraspConfig(pull_follow="object")
+    from dexh2r_policy.closed_loop import loop_policy_config
+
+    # The loop's: still where the giver holds still, the grasp on the object where it moves.
+    follows = [loop_policy_config(DynamicGraspConfig(), m).pull_follow for m in ("easy", "hard")]
+    assert follows == ["none", "pose"]
 
 
 def test_pose_smoothing_calms_a_still_objects_jitter_and_follows_a_moving_one(hs):
