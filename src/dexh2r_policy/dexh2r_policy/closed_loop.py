@@ -94,6 +94,19 @@ ALIGN_PATH_SAMPLES = 3
 # the hard set it changed the goals committed to on a moving object (12 paired at 0.1 s: 8 -> 4
 # successes). docs/closed_loop.md, session 21.
 APPROACH_TURN_M = 0.0
+# What the pull follows (DynamicGraspConfig.pull_follow): in the easy set nothing (the giver
+# holds still; the pull rises from where the close ended), in the hard set the grasp on the
+# tracked object (the giver carries it on). Held in both hands the easy box's tracked turn is
+# off by degrees, and the pull that followed it walked the box 8 cm sideways into the giver's
+# fingers (fixed 0.12 s, easy_box_left_low, 4 episodes: 1 -> 4 successes, 2 -> 0 contacts;
+# easy 20 at 0.1 s: 17 -> 18). Following only the object's position in the hard set: 8 -> 7 of
+# 12. docs/closed_loop.md, session 22.
+PULL_FOLLOW = {"easy": "none", "hard": "pose"}
+# During the pull a tracked pose turned more than this from where the grasp puts the held
+# object is kept out (DynamicGraspConfig.held_gate_rad): the easy box's tracked pose turned by
+# 50-120 deg for seconds and the pull drove the hand 11-17 cm down into the giver's fingers.
+# Hard 12 paired at 0.1 s: no episode changed (docs/closed_loop.md, session 22).
+HELD_GATE_RAD = 0.35
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 # Easy set (an object held still): an approach that makes no progress for 1 s ends anywhere
 # within 30 cm of a pool grasp, not only within 10 cm (DynamicGraspConfig.stall_radius_m): over
@@ -183,7 +196,8 @@ def loop_policy_config(
     """The DynamicGraspConfig the closed loop runs: the checkpoint's `base` with the loop's
     alignment, slow pull, lead, giver tip extension, symmetric pool, pose gate and smoothing,
     the easy set's stall radius, the approach turn (off), goals whose close holds the object and
-    whose way to the pre-grasp clears the giver (docs/closed_loop.md),
+    whose way to the pre-grasp clears the giver, what the pull follows and its gate on the held
+    object's pose (docs/closed_loop.md),
     then `overrides` (checked like a config file: ConfigError names a wrong key). Used in-process
     and by dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
     if mode not in POSE_SMOOTHING:
@@ -203,6 +217,8 @@ def loop_policy_config(
         require_close_hold=True,
         align_path_samples=ALIGN_PATH_SAMPLES,
         approach_turn_m=APPROACH_TURN_M,
+        pull_follow=PULL_FOLLOW[mode],
+        held_gate_rad=HELD_GATE_RAD,
     )
     return apply_overrides(config, overrides)
 
