@@ -107,6 +107,10 @@ PULL_FOLLOW = {"easy": "none", "hard": "pose"}
 # 50-120 deg for seconds and the pull drove the hand 11-17 cm down into the giver's fingers.
 # Hard 12 paired at 0.1 s: no episode changed (docs/closed_loop.md, session 22).
 HELD_GATE_RAD = 0.35
+# The goal ranking's best 5 are checked for a way the controller's IK can follow (hand now ->
+# pre-grasp -> grasp, no IK jump), the first that has one committed to
+# (DynamicGraspConfig.reach_path_tries; `arm_reach_path`). docs/closed_loop.md, session 22.
+REACH_PATH_TRIES = 5
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 # Easy set (an object held still): an approach that makes no progress for 1 s ends anywhere
 # within 30 cm of a pool grasp, not only within 10 cm (DynamicGraspConfig.stall_radius_m): over
@@ -217,6 +221,7 @@ def loop_policy_config(
         require_close_hold=True,
         align_path_samples=ALIGN_PATH_SAMPLES,
         approach_turn_m=APPROACH_TURN_M,
+        reach_path_tries=REACH_PATH_TRIES,
         pull_follow=PULL_FOLLOW[mode],
         held_gate_rad=HELD_GATE_RAD,
     )
@@ -292,6 +297,59 @@ def arm_reach_cost(robot: Any, T_root_palm: np.ndarray, measured: list, speeds: 
         return out
 
     return cost
+
+
+def arm_reach_path(
+    robot: Any,
+    T_root_palm: np.ndarray,
+    measured: list,
+    controller_config: Any,
+    steps: int = 2,
+    step_m: float = 0.03,
+    step_rad: float = 0.15,
+):
+    """DynamicGrasp.reach_path for the arm: can the controller's IK (`controller_config`: its
+    iterations, extra joints, costs, limit margin) follow the hand from its pose now through the
+    given poses in turn, IK solves `step_m` / `step_rad` apart (at least `steps` a leg),
+    warm-started from the last, each converged and
+    within the controller's `ik_max_jump_rad` of the one before? From the measured joints
+    `measured[0]`. The controller streams nothing past such a jump (`ik_max_jump_rad`): the
+    hand stops short of the goal."""
+    from dexh2r_control.ik import ArmIk, IkConfig
+    from dexh2r_core.transforms import interpolate_pose
+
+    cfg = controller_config
+    ik = ArmIk(
+        robot,
+        robot.config.hand.palm_link,
+        IkConfig(
+            max_iterations=cfg.ik_iterations,
+            extra_joints=tuple(cfg.ik_extra_joints),
+            joint_costs=tuple(cfg.ik_joint_costs),
+            limit_margin_rad=cfg.safety.position_margin_rad,
+        ),
+    )
+    solved = np.r_[np.arange(robot.n_arm), ik.extra_index].astype(int)
+    max_jump = cfg.ik_max_jump_rad if cfg.ik_max_jump_rad > 0 else np.inf
+
+    def follows(T_now: np.ndarray, poses: list) -> bool:
+        q = np.asarray(measured[0], dtype=float).copy()
+        last, T_from = q[solved].copy(), T_now
+        for T_to in poses:
+            d = float(np.linalg.norm(T_to[:3, 3] - T_from[:3, 3]))
+            cos = (np.trace(T_from[:3, :3].T @ T_to[:3, :3]) - 1.0) / 2.0
+            turn = float(np.arccos(np.clip(cos, -1.0, 1.0)))
+            n = max(steps, math.ceil(d / step_m), math.ceil(turn / step_rad))  # fine enough for the bound
+            for f in np.arange(1, n + 1) / n:
+                r = ik.solve(interpolate_pose(T_from, T_to, float(f)) @ T_root_palm, q)
+                x = np.r_[r.q_arm, r.q_extra]
+                if not r.success or float(np.max(np.abs(x - last))) > max_jump:
+                    return False
+                q[solved], last = x, x
+            T_from = T_to
+        return True
+
+    return follows
 
 
 def expert_grasp_pool(cell: Any, scenario: Any) -> Any:
@@ -430,6 +488,7 @@ def run_episode(
             fault_log["object_jerk_s"] = faults.object_jerk_at_s
     if reach_speeds is not None and hasattr(policy, "reach_cost"):
         policy.reach_cost = arm_reach_cost(robot, T_root_palm, measured, np.asarray(reach_speeds))
+        policy.reach_path = arm_reach_path(robot, T_root_palm, measured, controller.config)
     policy_every = max(1, round(CAMERA_HZ / POLICY_HZ))
     ticks = round(CONTROL_HZ / CAMERA_HZ) or 1
     dt = 1.0 / (CAMERA_HZ * ticks)

@@ -143,6 +143,13 @@ class DynamicGraspConfig:
     # decided the easy box's goal on a few of them (docs/closed_loop.md, session 21). 0: the cut.
     align_clearance_soft_m: float = 0.0
     align_clearance_cost: float = 100.0
+    # With a `reach_path` (the caller's): the goal ranking's best this many goals are checked in
+    # order, the first whose way (the hand now -> pre-grasp -> grasp) the arm can follow is
+    # committed to (none: the best). A goal the arm's IK reaches from where it is may still lie
+    # past a joint flip on the way: the controller (no IK jumps near the wrist singularity)
+    # stopped short of the held-high mug's pre-grasp for 2-4 s in every failed easy mug
+    # episode, and in the hard set's arcing mug (session 22). 0: off.
+    reach_path_tries: int = 0
     # The selection's clearance also checks the open hand at this many poses on the way from the
     # hand's pose to the pre-grasp (object frame; 0: the goal and the pre-grasp only).
     align_path_samples: int = 0
@@ -177,13 +184,14 @@ class DynamicGraspConfig:
     pose_gate_m: float = 0.0
     pose_gate_rad: float = 0.35
     pose_gate_frames: int = 5
-    # Pregrasp style, during the pull (lift): the object sits in the closed hand, so the grasp
-    # says where it is. A tracked pose turned more than `held_gate_rad` (or moved more than
-    # `held_gate_m`) from where the grasp puts it, from the measured hand, is a tracking error:
-    # the last pose used is kept, for as long as the two disagree (no frame limit, unlike
-    # `pose_gate_frames`). Held by two hands a box is half hidden: its tracked pose turned by
-    # 50-120 deg for seconds (its position right to a centimetre), the pull followed it and drove
-    # the hand 11 cm down into the giver's fingers (easy_box_left_low; docs/closed_loop.md,
+    # Pregrasp style, during the close and the pull (lift): the hand is at the grasp (the close
+    # starts once it arrives), so the grasp says where the object is. A tracked pose turned more
+    # than `held_gate_rad` (or moved more than `held_gate_m`) from where the grasp puts it, from
+    # the measured hand, is a tracking error: the last pose used is kept, for as long as the two
+    # disagree (no frame limit, unlike `pose_gate_frames`). Held by two hands a box is half
+    # hidden: its tracked pose turned by 50-120 deg for seconds (its position right to a
+    # centimetre), the pull followed it and drove the hand 11 cm down into the giver's fingers
+    # (easy_box_left_low); the easy mug's turned 41-45 deg in the close (docs/closed_loop.md,
     # session 22). 0: off.
     held_gate_rad: float = 0.0
     held_gate_m: float = 0.05
@@ -257,6 +265,8 @@ class DynamicGraspConfig:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.pull_follow not in ("pose", "position", "none"):
             raise ValueError(f"pull_follow: 'pose', 'position' or 'none', got {self.pull_follow!r}")
+        if int(self.reach_path_tries) < 0:
+            raise ValueError(f"reach_path_tries: must be >= 0, got {self.reach_path_tries}")
         for name in ("held_gate_rad", "held_gate_m"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
@@ -609,7 +619,8 @@ class _State:
     d_best_frame: int = 0  # ... and the frame it was reached
     tried: set = field(default_factory=set)  # pregrasp style: goals abandoned (jammed)
     gated: int = 0  # consecutive frames the object pose was gated out (pose_gate_m)
-    held_gated: int = 0  # frames of the pull the object pose was gated out (held_gate_rad)
+    held_gated: int = 0  # frames of the close and pull the object pose was gated out (held_gate_rad)
+    jump_taken: bool = False  # this frame's pose jumped beyond the pose gate and was taken
     obj_lift0: np.ndarray | None = None  # pregrasp style: the object pose where the close ended
     giver_surface: np.ndarray | None = None  # this frame's measured giver hand points [G, 3]
 
@@ -666,6 +677,10 @@ class DynamicGrasp:
         # ([C, 4, 4] world -> [C], lower is better, inf = unreachable; e.g. the arm's joint travel
         # time by IK) that ranks the goal candidates instead of their rotation angle.
         self.reach_cost = None
+        # Optional, with reach_cost (pregrasp style): (T_world_hand now, [world hand poses]) ->
+        # can the arm follow the hand through those poses in turn (e.g. the controller's IK along
+        # the way, no joint jump)? The ranked goals are tried in order (`reach_path_tries`).
+        self.reach_path = None
         self.collision_guard = None  # set_object_surface
         self.symmetry = None  # set_object_model
         self._obj_lead = np.eye(4)  # the object `lead_frames` ahead (pregrasp-style targets)
@@ -811,9 +826,10 @@ class DynamicGrasp:
             obj_pose = obj_pose.copy()
             obj_pose[:3, :3] = self.symmetry.nearest(s.prev_obj[:3, :3], obj_pose[:3, :3])
         committed = c.align_style == "pregrasp" and s.phase in ("align", "close", "lift", "done")
+        s.jump_taken = False
         if c.pose_gate_m > 0 and committed:
             obj_pose = self._gate_pose(obj_pose)
-        if c.held_gate_rad > 0 and s.phase == "lift" and c.align_style == "pregrasp":
+        if c.held_gate_rad > 0 and s.phase in ("close", "lift") and c.align_style == "pregrasp":
             obj_pose = self._gate_held(obj_pose, hand)
         if c.pose_smoothing < 1.0 and s.phase in ("close", "lift", "done") and c.align_style == "pregrasp":
             obj_pose = self._smooth_pose(obj_pose)
@@ -866,8 +882,12 @@ class DynamicGrasp:
             )
         # Where the pregrasp style's targets meet the moving object: `lead_frames` ahead, for
         # the arm's lag (the privileged expert extrapolates the giver's motion the same way).
+        # A pose the gate let through after holding it out is a tracking jump, not motion: not
+        # extrapolated (the easy mug's 41 deg jump became 103 deg at the close).
         moving = (
-            prev_obj is not None and np.linalg.norm(obj_pose[:3, 3] - prev_obj[:3, 3]) > c.lead_min_step_m
+            prev_obj is not None
+            and np.linalg.norm(obj_pose[:3, 3] - prev_obj[:3, 3]) > c.lead_min_step_m
+            and not s.jump_taken
         )
         pregrasp = c.align_style == "pregrasp"  # the offline benchmark's "paper" style does not use it
         lead = c.lead_frames + self.latency_s / c.frame_dt_s
@@ -951,7 +971,7 @@ class DynamicGrasp:
         if jump and s.gated < c.pose_gate_frames:
             s.gated += 1
             return s.prev_obj.copy()
-        s.gated = 0
+        s.gated, s.jump_taken = 0, jump
         return obj_pose
 
     def _gate_held(self, obj_pose: np.ndarray, hand: HandState) -> np.ndarray:
@@ -1102,7 +1122,15 @@ class DynamicGrasp:
         if self.reach_cost is not None:
             cost = np.asarray(self.reach_cost(pool_world[free]), dtype=np.float64)
             if np.isfinite(cost).any():
-                return int(free[int(np.argmin(cost + penalty))])
+                score = cost + penalty
+                if self.reach_path is not None and c.reach_path_tries > 0:
+                    for i in np.argsort(score, kind="stable")[: c.reach_path_tries]:
+                        if not np.isfinite(score[i]):
+                            break
+                        g = int(free[i])
+                        if self.reach_path(hand.T_world_hand, [obj_pose @ self.pregrasp(g), pool_world[g]]):
+                            return g
+                return int(free[int(np.argmin(score))])
         ang = rotation_angles(hand.T_world_hand[None, :3, :3], pool_world[free, :3, :3])
         return int(free[int(np.argmin(ang + penalty))])
 
@@ -1229,7 +1257,11 @@ class DynamicGrasp:
         T = self._obj_lead @ self.pool.T_obj_hand[s.goal]
         q = s.q_open + ramp * (s.q_closed - s.q_open)
         if k >= c.close_frames:
-            s.phase, s.phase_frame, s.T_lift0 = "lift", s.frame, T.copy()
+            # A pull that does not follow the object's pose rises from where the hand closed
+            # (measured): this frame's target may carry a tracking error (the easy mug's jumped
+            # by 41 deg at the close's last frame, and the pull then held the hand there).
+            start = T if c.pull_follow == "pose" else hand.T_world_hand
+            s.phase, s.phase_frame, s.T_lift0 = "lift", s.frame, np.array(start, dtype=np.float64)
             s.obj_lift0 = self._obj_lead.copy()
         return target(T, q, goal=s.goal)
 

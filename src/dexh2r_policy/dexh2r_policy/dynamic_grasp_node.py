@@ -31,7 +31,8 @@ Parameters: `checkpoint` (default checkpoints/motionnet_small.pt), `pools` (defa
 checkpoint's data.pools), `object_id`, `object_scale` (that scale's pools when there are any),
 `mode` (easy | hard), `style` (checkpoint: the checkpoint's policy config | closed_loop: the
 closed loop's, `closed_loop.loop_policy_config`, as `dexh2r eval closed-loop` runs in-process),
-`reach_cost` (none | sim_arm: the committed goal ranked by the sim arm's joint travel time),
+`reach_cost` (none | sim_arm: the committed goal ranked by the sim arm's joint travel time, and
+checked for a way the controller's IK (`wrist_ik:=true`'s options) can follow),
 `policy_set` (DynamicGraspConfig overrides applied last, `KEY=VALUE[,KEY=VALUE...]`, values as
 YAML: what `dexh2r eval closed-loop --set` passes with `--ros`; default none),
 `rate_hz` (10), `publish_rate_hz` (30), `interpolate_targets` (false),
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import JointState, PointCloud2
     from std_msgs.msg import String
 
+    from dexh2r_control.controller import WRIST_IK_OPTIONS, ControllerConfig
     from dexh2r_control.ik import ArmIk
     from dexh2r_core import msgs
     from dexh2r_core.config import ConfigError, from_dict
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         MAX_ACTUATION_DELAY_S,
         apply_overrides,
         arm_reach_cost,
+        arm_reach_path,
         loop_policy_config,
         parse_policy_set,
         sim_arm_speeds,
@@ -178,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     measured: list = [robot.home()]  # the newest /joint_states, for the reach cost
     if reach_cost_param == "sim_arm" and style == "closed_loop":
         policy.reach_cost = arm_reach_cost(robot, T_root_palm, measured, sim_arm_speeds())
+        # The controller's IK as the launch files run it (controller_node wrist_ik:=true).
+        policy.reach_path = arm_reach_path(robot, T_root_palm, measured, ControllerConfig(**WRIST_IK_OPTIONS))
 
     reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     wrist_pub = node.create_publisher(

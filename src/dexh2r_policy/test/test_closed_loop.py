@@ -566,6 +566,72 @@ def test_soft_goal_clearance_weighs_a_shortfall_against_the_reach_cost(hs, soft,
     assert g == {"near": near, "far": far}[chosen]
 
 
+@pytest.mark.parametrize("tries, blocked, chosen", [(5, set(), 5), (5, {5}, 6), (0, {5}, 5), (1, {5}, 5)])
+def test_goal_ranking_skips_goals_the_arm_cannot_follow_the_way_to(hs, tries, blocked, chosen):
+    """With a `reach_path` the ranked goals are tried in order and the first whose way (hand ->
+    pre-grasp -> grasp) the arm can follow is committed to; within `reach_path_tries` none: the
+    best, as without it. The way asked about starts at the hand and goes through the goal's
+    pre-grasp to the goal."""
+    from dexh2r_policy.dynamic_grasp import giver_points
+
+    cfg = _cfg("pregrasp", align_clearance_m=0.03, reach_path_tries=tries)
+    policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+    obj = _pose([0, 0, 0], [0.5, 0.0, 0.4])
+    pool_world = obj[None] @ policy.pool.T_obj_hand
+    giver = giver_points(np.tile(obj[:3, 3] + np.array([0.15, 0.0, 0.0]), (21, 1)))
+    costs = {5: 1.0, 6: 2.0}  # 5 ranks first
+    asked = []
+
+    def index(T):
+        return int(np.argmin(np.linalg.norm(pool_world[:, :3, 3] - T[:3, 3], axis=1)))
+
+    def reach_path(T_now, poses):
+        asked.append((T_now, poses))
+        return index(poses[-1]) not in blocked
+
+    policy._clearance = lambda idx, *a, **k: np.array([0.05 if int(i) in costs else 0.0 for i in idx])
+    policy.reach_cost = lambda poses: np.array([costs.get(index(T), 9.0) for T in poses])
+    policy.reach_path = reach_path
+    hand = HandState(_pose([0, 0, 0], [0.2, 0.0, 0.4]), np.zeros(22))
+    assert policy._select_committed(obj, pool_world, giver, hand) == chosen
+    if tries:
+        T_now, (pre, goal) = asked[0]
+        np.testing.assert_allclose(T_now, hand.T_world_hand)
+        np.testing.assert_allclose(pre, obj @ policy.pregrasp(5))
+        np.testing.assert_allclose(goal, pool_world[5])
+    else:
+        assert not asked
+
+
+def test_arm_reach_path_follows_the_controllers_ik_and_its_jump_bound():
+    """`arm_reach_path`: a short move from the home pose is followable; a pose out of reach is
+    not; nor is a move whose IK steps exceed the controller's `ik_max_jump_rad`."""
+    from dataclasses import replace
+
+    from dexh2r_control.controller import WRIST_IK_OPTIONS, ControllerConfig
+    from dexh2r_core.robot.description import RobotDescription
+    from dexh2r_policy.closed_loop import arm_reach_path
+    from dexh2r_policy.dynamic_grasp import inverse
+    from dexh2r_policy.episodes import root_to_palm_at_zero
+
+    robot = RobotDescription.load("ur5_shadow")
+    T_root_palm = root_to_palm_at_zero(robot)
+    cfg = ControllerConfig(**WRIST_IK_OPTIONS)
+    measured = [robot.home()]
+    from dexh2r_control.ik import ArmIk
+
+    T_hand = ArmIk(robot, robot.config.hand.palm_link).frame_pose(robot.home()) @ inverse(T_root_palm)
+    near = T_hand.copy()
+    near[:3, 3] += [0.05, 0.05, -0.05]
+    far = T_hand.copy()
+    far[:3, 3] += [2.0, 0.0, 0.0]
+    follows = arm_reach_path(robot, T_root_palm, measured, cfg)
+    assert follows(T_hand, [near])
+    assert not follows(T_hand, [near, far])
+    tight = arm_reach_path(robot, T_root_palm, measured, replace(cfg, ik_max_jump_rad=1e-3))
+    assert not tight(T_hand, [near])
+
+
 def test_soft_goal_clearance_is_validated():
     with pytest.raises(ValueError, match="align_clearance_soft_m"):
         DynamicGraspConfig(align_clearance_m=0.03, align_clearance_soft_m=0.04)
@@ -988,6 +1054,12 @@ def test_pull_follows_what_pull_follow_says(hs, follow):
             if k in lift
         )
         assert (moved > 0.01) == follows, (obj_fn.__name__, moved)
+    if follow != "pose":  # a tracking error in the close's last frame: the pull rises from the hand
+        out, _ = run(lambda k: _pose([0, 0, 0.14 if k == lift[0] else 0.0], base))
+        moved = [
+            np.linalg.norm(out[k][1].T_world_hand[:3, 3] - still[k][1].T_world_hand[:3, 3]) for k in lift[1:]
+        ]
+        assert max(moved) < 1e-9
     with pytest.raises(ValueError, match="pull_follow"):
         DynamicGraspConfig(pull_follow="object")
     from dexh2r_policy.closed_loop import loop_policy_config
@@ -995,6 +1067,45 @@ def test_pull_follows_what_pull_follow_says(hs, follow):
     # The loop's: still where the giver holds still, the grasp on the object where it moves.
     follows = [loop_policy_config(DynamicGraspConfig(), m).pull_follow for m in ("easy", "hard")]
     assert follows == ["none", "pose"]
+
+
+@pytest.mark.parametrize("held_rad", [0.35, 0.0])
+def test_close_keeps_a_tracking_jump_out_and_never_extrapolates_one(hs, held_rad):
+    """In the close the hand sits at the grasp: with `held_gate_rad` a tracked pose turned away
+    from where the grasp puts it is kept out past the pose gate's frames. Without it the pose
+    gate takes the jump after `pose_gate_frames`, and the close's target then sits on the grasp
+    of the jumped pose, not extrapolated beyond it by the lead (a jump is not motion)."""
+    still = _pose([0, 0, 0], [0.0, 0.0, 0.4])
+    turned = _pose([0, 0, 0.7], [0.006, 0.0, 0.4])  # 40 deg, 6 mm: a mug tracked turned
+
+    def run(obj_fn):
+        cfg = _cfg(
+            "pregrasp",
+            close_frames=12,
+            pose_gate_m=0.05,
+            pose_gate_rad=0.35,
+            pose_gate_frames=2,
+            lead_frames=2.0,
+            held_gate_rad=held_rad,
+        )
+        policy = DynamicGrasp(_StillPlanner(), _ring_pool(), cfg, n_points=32, hand_surface=hs)
+        hand0 = HandState(_pose([0, 0, 0.2], [0.3, 0.1, 0.45]), np.zeros(22))
+        return policy, _run(policy, 45, obj_fn, hand0)
+
+    _, base = run(lambda k: still)
+    close = [k for k, (_, t, _) in enumerate(base) if t.phase == "close"]
+    start = close[1]
+    policy, out = run(lambda k: turned if k >= start else still)
+    moved = [np.linalg.norm(out[k][1].T_world_hand[:3, 3] - base[k][1].T_world_hand[:3, 3]) for k in close]
+    if held_rad > 0:
+        assert max(moved) < 1e-9
+    else:
+        taken = start + 2  # held 2 frames, then taken
+        assert max(moved[: close.index(taken)]) < 1e-9
+        goal = out[taken][1].goal
+        np.testing.assert_allclose(
+            out[taken][1].T_world_hand, turned @ policy.pool.T_obj_hand[goal], atol=1e-9
+        )
 
 
 def test_pose_smoothing_calms_a_still_objects_jitter_and_follows_a_moving_one(hs):
