@@ -147,6 +147,21 @@ class ControllerState:
     target_stamp: float
 
 
+def controller_ik(robot: RobotDescription, cfg: ControllerConfig) -> ArmIk:
+    """The IK the controller runs for `cfg` (its frame, iterations, extra joints, costs and
+    limit margin): also for planners that must know what it can reach."""
+    return ArmIk(
+        robot,
+        cfg.ik_frame or robot.config.hand.palm_link,
+        IkConfig(
+            max_iterations=cfg.ik_iterations,
+            extra_joints=tuple(cfg.ik_extra_joints),
+            joint_costs=tuple(cfg.ik_joint_costs),
+            limit_margin_rad=cfg.safety.position_margin_rad,
+        ),
+    )
+
+
 class ArmHandController:
     def __init__(self, robot: RobotDescription, config: ControllerConfig | None = None) -> None:
         self.robot = robot
@@ -155,17 +170,7 @@ class ArmHandController:
         self.n = len(robot.joint_names)
         self.n_arm = robot.n_arm
         self.safety = SafetyFilter(robot, cfg.safety)
-        frame = cfg.ik_frame or robot.config.hand.palm_link
-        self.ik = ArmIk(
-            robot,
-            frame,
-            IkConfig(
-                max_iterations=cfg.ik_iterations,
-                extra_joints=tuple(cfg.ik_extra_joints),
-                joint_costs=tuple(cfg.ik_joint_costs),
-                limit_margin_rad=cfg.safety.position_margin_rad,
-            ),
-        )
+        self.ik = controller_ik(robot, cfg)
         # Robot indices of the IK's joints: the arm's, then the extra ones.
         self._extra_idx = self.ik.extra_index
         self._ik_idx = np.r_[np.arange(self.n_arm), self._extra_idx].astype(int)

@@ -308,27 +308,17 @@ def arm_reach_path(
     step_m: float = 0.03,
     step_rad: float = 0.15,
 ):
-    """DynamicGrasp.reach_path for the arm: can the controller's IK (`controller_config`: its
-    iterations, extra joints, costs, limit margin) follow the hand from its pose now through the
-    given poses in turn, IK solves `step_m` / `step_rad` apart (at least `steps` a leg),
-    warm-started from the last, each converged and
-    within the controller's `ik_max_jump_rad` of the one before? From the measured joints
-    `measured[0]`. The controller streams nothing past such a jump (`ik_max_jump_rad`): the
+    """DynamicGrasp.reach_path for the arm: can the controller's IK (`controller_ik` of
+    `controller_config`) follow the hand from its pose now through the given poses in turn, IK
+    solves `step_m` / `step_rad` apart (at least `steps` a leg), warm-started from the last, each
+    converged and within the controller's `ik_max_jump_rad` of the one before? From the measured
+    joints `measured[0]`. The controller streams nothing past such a jump (`ik_max_jump_rad`): the
     hand stops short of the goal."""
-    from dexh2r_control.ik import ArmIk, IkConfig
+    from dexh2r_control.controller import controller_ik
     from dexh2r_core.transforms import interpolate_pose
 
     cfg = controller_config
-    ik = ArmIk(
-        robot,
-        robot.config.hand.palm_link,
-        IkConfig(
-            max_iterations=cfg.ik_iterations,
-            extra_joints=tuple(cfg.ik_extra_joints),
-            joint_costs=tuple(cfg.ik_joint_costs),
-            limit_margin_rad=cfg.safety.position_margin_rad,
-        ),
-    )
+    ik = controller_ik(robot, cfg)
     solved = np.r_[np.arange(robot.n_arm), ik.extra_index].astype(int)
     max_jump = cfg.ik_max_jump_rad if cfg.ik_max_jump_rad > 0 else np.inf
 
