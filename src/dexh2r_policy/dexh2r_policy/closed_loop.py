@@ -315,7 +315,7 @@ def arm_reach_path(
     joints `measured[0]`. The controller streams nothing past such a jump (`ik_max_jump_rad`): the
     hand stops short of the goal."""
     from dexh2r_control.controller import controller_ik
-    from dexh2r_core.transforms import interpolate_pose
+    from dexh2r_core.transforms import interpolate_pose, rotation_angle
 
     cfg = controller_config
     ik = controller_ik(robot, cfg)
@@ -327,8 +327,7 @@ def arm_reach_path(
         last, T_from = q[solved].copy(), T_now
         for T_to in poses:
             d = float(np.linalg.norm(T_to[:3, 3] - T_from[:3, 3]))
-            cos = (np.trace(T_from[:3, :3].T @ T_to[:3, :3]) - 1.0) / 2.0
-            turn = float(np.arccos(np.clip(cos, -1.0, 1.0)))
+            turn = rotation_angle(T_from[:3, :3], T_to[:3, :3])
             n = max(steps, math.ceil(d / step_m), math.ceil(turn / step_rad))  # fine enough for the bound
             for f in np.arange(1, n + 1) / n:
                 r = ik.solve(interpolate_pose(T_from, T_to, float(f)) @ T_root_palm, q)

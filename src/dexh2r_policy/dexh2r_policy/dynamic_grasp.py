@@ -625,6 +625,14 @@ class _State:
     giver_surface: np.ndarray | None = None  # this frame's measured giver hand points [G, 3]
 
 
+def _beyond(T_a: np.ndarray, T_b: np.ndarray, max_m: float, max_rad: float) -> bool:
+    """Are two poses more than `max_m` apart or turned more than `max_rad` from each other?"""
+    return bool(
+        np.linalg.norm(T_a[:3, 3] - T_b[:3, 3]) > max_m
+        or float(rotation_angles(T_a[:3, :3], T_b[:3, :3])) > max_rad
+    )
+
+
 def predict_pose(T_now: np.ndarray, T_prev: np.ndarray | None, frames: float = 1.0) -> np.ndarray:
     """The object `frames` frames ahead at constant velocity (one: where a target for the next
     frame meets it); `T_now` when there is no previous pose."""
@@ -836,10 +844,7 @@ class DynamicGrasp:
         hand = HandState(np.asarray(hand.T_world_hand, np.float64), np.asarray(hand.finger_q, np.float64))
         s.frame += 1
         s.history.append(hand)
-        moved = s.prev_obj is not None and (
-            np.linalg.norm(obj_pose[:3, 3] - s.prev_obj[:3, 3]) > c.moved_m
-            or float(rotation_angles(obj_pose[:3, :3], s.prev_obj[:3, :3])) > c.moved_rad
-        )
+        moved = s.prev_obj is not None and _beyond(obj_pose, s.prev_obj, c.moved_m, c.moved_rad)
         prev_obj, s.prev_obj = s.prev_obj, obj_pose
         pool_world = obj_pose[None] @ self.pool.T_obj_hand
         giver = None if giver_keypoints is None else giver_points(giver_keypoints, c.giver_tip_extension_m)
@@ -952,10 +957,7 @@ class DynamicGrasp:
         last = s.prev_obj
         if last is None:
             return obj_pose
-        if (
-            np.linalg.norm(obj_pose[:3, 3] - last[:3, 3]) > c.pose_smoothing_m
-            or float(rotation_angles(obj_pose[:3, :3], last[:3, :3])) > c.pose_smoothing_rad
-        ):
+        if _beyond(obj_pose, last, c.pose_smoothing_m, c.pose_smoothing_rad):
             return obj_pose  # moving: followed as measured (the lead extrapolates it)
         return interpolate_pose(last, obj_pose, c.pose_smoothing)
 
@@ -964,10 +966,7 @@ class DynamicGrasp:
         c, s = self.config, self.state
         if s.prev_obj is None:
             return obj_pose
-        jump = (
-            np.linalg.norm(obj_pose[:3, 3] - s.prev_obj[:3, 3]) > c.pose_gate_m
-            or float(rotation_angles(obj_pose[:3, :3], s.prev_obj[:3, :3])) > c.pose_gate_rad
-        )
+        jump = _beyond(obj_pose, s.prev_obj, c.pose_gate_m, c.pose_gate_rad)
         if jump and s.gated < c.pose_gate_frames:
             s.gated += 1
             return s.prev_obj.copy()
@@ -981,11 +980,7 @@ class DynamicGrasp:
         if s.prev_obj is None or s.goal is None:
             return obj_pose
         held = np.asarray(hand.T_world_hand, np.float64) @ inverse(self.pool.T_obj_hand[s.goal])
-        off = (
-            np.linalg.norm(obj_pose[:3, 3] - held[:3, 3]) > c.held_gate_m
-            or float(rotation_angles(obj_pose[:3, :3], held[:3, :3])) > c.held_gate_rad
-        )
-        if not off:
+        if not _beyond(obj_pose, held, c.held_gate_m, c.held_gate_rad):
             return obj_pose
         s.held_gated += 1
         return s.prev_obj.copy()
