@@ -321,9 +321,48 @@ def test_roll_search_turns_a_mug_tracked_off_about_its_body_axis(start_deg):
         assert ObjectTracker(TrackerConfig(), ObjectModel.from_library(other))._roll_axis is None
 
 
+def test_roll_search_tells_turns_apart_by_the_handle_when_the_fitness_does_not():
+    """In the closed loop the mug's wrong turn fitted the scene as well as the right one (the
+    fitness counts scene points; the handle's are few). With the fitness rule out of play (a gain
+    no turn reaches), the handle's score turns the track; with that off too, nothing does."""
+    from scipy.spatial.transform import Rotation
+
+    from dexh2r_perception.object_tracking import ObjectTracker, asymmetric_part
+    from dexh2r_perception.symmetry import rotation_error_deg
+    from dexh2r_sim.objects import ObjectLibrary
+
+    model = ObjectModel.from_library("prim/mug")
+    pts, normals = sample_surface_points(ObjectLibrary().get("prim/mug"), n=6000, seed=5)
+    T_true = np.eye(4)
+    T_true[:3, :3] = Rotation.from_euler("xyz", [90, 0, -20], degrees=True).as_matrix()
+    T_true[:3, 3] = [0.6, 0.0, 0.4]
+    world, n_world = pts @ T_true[:3, :3].T + T_true[:3, 3], normals @ T_true[:3, :3].T
+    facing = np.einsum("ij,ij->i", n_world, np.array([0.6, -0.6, 0.4]) - world) > 0
+    cloud = world[facing] + np.random.default_rng(1).normal(scale=0.001, size=(int(facing.sum()), 3))
+    off = T_true.copy()
+    off[:3, :3] = T_true[:3, :3] @ Rotation.from_rotvec([0.0, 0.0, np.radians(50.0)]).as_matrix()
+
+    def tracked_error(part_gain: float) -> float:
+        config = TrackerConfig(roll_search_min_gain=1.0, roll_search_part_gain=part_gain)
+        tracker = ObjectTracker(config, model)
+        tracker._accept(0.0, off)
+        for k in range(1, 9):
+            est = tracker.update(k / 30, cloud, None, None, None)
+        assert est.status == "tracking"
+        return rotation_error_deg(T_true[:3, :3], est.pose[:3, :3])
+
+    assert tracked_error(0.0) > 40.0
+    assert tracked_error(0.1) < 5.0
+    part = asymmetric_part(model, np.array([0.0, 0.0, 1.0]))
+    assert part is not None and 0.02 < len(part.points) / len(model.points) < 0.1  # the handle
+    assert asymmetric_part(ObjectModel.from_library("prim/cylinder_can"), np.array([0.0, 0.0, 1.0])) is None
+
+
 @pytest.mark.parametrize(
     "bad",
     [
+        {"roll_search_part_gain": -0.1},
+        {"roll_search_fit_tolerance": -0.01},
         {"roll_search_every": -1},
         {"roll_search_steps": 1},
         {"roll_search_points": 0},
