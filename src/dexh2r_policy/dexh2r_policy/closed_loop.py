@@ -111,6 +111,13 @@ HELD_GATE_RAD = 0.35
 # pre-grasp -> grasp, no IK jump), the first that has one committed to
 # (DynamicGraspConfig.reach_path_tries; `arm_reach_path`). docs/closed_loop.md, session 22.
 REACH_PATH_TRIES = 5
+# The alignment's waypoints turn this much a frame (DynamicGraspConfig.align_step_rad, 0.05 by
+# default): the way to the pre-grasp is mostly turning, 1-2 s of every handover at 0.05. With
+# the arm at a real UR5's speed (ARM_SERVO) and the pull and held-pose gate of session 22, at a
+# fixed 0.1 s: easy 10 paired, 10 -> 10 successes, median time to handover 3.34 -> 3.15 s (can
+# 0.5 s, mug 0.8-1.4 s sooner); hard 12, 6 -> 7 successes, contacts 3 -> 4. Session 10 (slow
+# arm) had found contacts with 0.08 (docs/closed_loop.md, session 23).
+ALIGN_STEP_RAD = 0.08
 GRASP_ZONE_M = 0.25  # = dexh2r_control.state_machine.HandoverConfig().grasp_zone_m (tested)
 # Easy set (an object held still): an approach that makes no progress for 1 s ends anywhere
 # within 30 cm of a pool grasp, not only within 10 cm (DynamicGraspConfig.stall_radius_m): over
@@ -201,7 +208,7 @@ def loop_policy_config(
     alignment, slow pull, lead, giver tip extension, symmetric pool, pose gate and smoothing,
     the easy set's stall radius, the approach turn (off), goals whose close holds the object and
     whose way to the pre-grasp clears the giver, what the pull follows and its gate on the held
-    object's pose (docs/closed_loop.md),
+    object's pose, the alignment's turn a frame (docs/closed_loop.md),
     then `overrides` (checked like a config file: ConfigError names a wrong key). Used in-process
     and by dynamic_grasp_node (`style:=closed_loop`), so both paths run the same policy."""
     if mode not in POSE_SMOOTHING:
@@ -224,6 +231,7 @@ def loop_policy_config(
         reach_path_tries=REACH_PATH_TRIES,
         pull_follow=PULL_FOLLOW[mode],
         held_gate_rad=HELD_GATE_RAD,
+        align_step_rad=ALIGN_STEP_RAD,
     )
     return apply_overrides(config, overrides)
 
@@ -613,6 +621,9 @@ def run_episode(
                                 np.linalg.norm(controller.palm_pose()[:3, 3] - palm[:3, 3])
                             ),
                             "object_error_m": float(np.linalg.norm(obj[1][:3, 3] - T_true[:3, 3])),
+                            # the tracked turn's error: a mug's turn about its axis is seen only
+                            # through its handle
+                            "object_error_deg": float(np.degrees(_angle(obj[1], T_true))),
                             "object_age_s": round(t0 - obj[0], 3),
                             "delay_s": round(delay, 4),  # this target's compute delay
                             "goal_to_command_rad": float(

@@ -322,6 +322,18 @@ def test_giver_points_extend_the_tracked_fingertips_and_the_loop_uses_it():
     assert loop_policy_config(DynamicGraspConfig(), "easy").giver_tip_extension_m == GIVER_TIP_EXTENSION_M > 0
 
 
+@pytest.mark.parametrize("mode", ["easy", "hard"])
+def test_the_loop_turns_its_alignment_faster_than_the_policy_default(mode):
+    """The loop's waypoints turn ALIGN_STEP_RAD a frame (the arm at a real UR5's speed keeps up);
+    a --set still overrides it."""
+    from dexh2r_policy.closed_loop import ALIGN_STEP_RAD, loop_policy_config
+
+    assert loop_policy_config(DynamicGraspConfig(), mode).align_step_rad == ALIGN_STEP_RAD
+    assert DynamicGraspConfig().align_step_rad < ALIGN_STEP_RAD
+    over = loop_policy_config(DynamicGraspConfig(), mode, overrides={"align_step_rad": 0.05})
+    assert over.align_step_rad == 0.05
+
+
 def test_grasp_phase_rule_and_zone():
     from dexh2r_control.state_machine import HandoverConfig
     from dexh2r_control.state_machine import policy_grasp_phase as grasp_phase
