@@ -68,7 +68,7 @@ from dexh2r_core.pointcloud import (
     sample_fixed,
     voxel_downsample,
 )
-from dexh2r_perception.symmetry import near_symmetry_axes, rotation_error_deg
+from dexh2r_perception.symmetry import Symmetry, near_symmetry_axes, rotation_error_deg
 
 if TYPE_CHECKING:
     from dexh2r_core.calibration import CalibrationSet
@@ -191,6 +191,13 @@ class TrackerConfig:
     roll_search_part_gain: float = 0.1
     roll_search_fit_tolerance: float = 0.01
     roll_search_confirm: int = 2
+    # An object that turning about an axis leaves unchanged (a ball about any, a can about its
+    # own: `Symmetry.axes`) shows no turn about it: the tracked turn keeps the predicted one
+    # there (`Symmetry.nearest`), so ICP's noise does not wander it. Without this the closed
+    # loop's ball turned 50-110 deg in 4 s while held still, its grasps (object frame) swung
+    # with it, and the alignment re-chose its goal and chased them (docs/closed_loop.md,
+    # session 23). False: the turn as registered.
+    pin_symmetric_turn: bool = True
     roll_search_max_robot_points: int = 20  # robot points around the object above which it pauses
     seed: int = 0
 
@@ -941,8 +948,12 @@ class ObjectTracker:
         self._failed_at: float | None = None  # stamp of the last failed global registration
         self._roll_axis: np.ndarray | None = None  # object frame (see TrackerConfig.roll_search_every)
         self._roll_part: ObjectModel | None = None  # the part that breaks that symmetry (a handle)
+        self._symmetry: Symmetry | None = None  # with continuous axes (TrackerConfig.pin_symmetric_turn)
         if model is not None:
             model.fpfh(self.config.global_voxel_m)  # imports open3d now, not on the first frame
+            if self.config.pin_symmetric_turn:
+                symmetry = Symmetry(model.points[::2], model.points[1::2])
+                self._symmetry = symmetry if symmetry.axes else None
             if self.config.roll_search_every > 0:
                 axes = near_symmetry_axes(model.points[::2], model.points[1::2])
                 self._roll_axis = axes[0] if axes else None
@@ -1141,6 +1152,8 @@ class ObjectTracker:
                 ):
                     T_ow, fit, rmse, d, rolled = self._roll_check(scene, T_ow, fit, rmse, d, views)
                 pose = _inverse(T_ow)
+                if self._symmetry is not None and not rolled:
+                    pose[:3, :3] = self._symmetry.nearest(predicted[:3, :3], pose[:3, :3])
                 violation = free_space_violation(pose, model, views)
                 # No hand check here: a track started right is more reliable than keypoints that
                 # may be off by centimetres (a biased hand would make a correct pose "penetrate").
