@@ -285,6 +285,17 @@ def test_relocalisation_retries_with_a_wider_hand_mask_when_remnants_join_the_ob
         cell.close()
 
 
+def _seen_surface(object_id: str, T_world_object: np.ndarray) -> np.ndarray:
+    """The library object's surface posed in the world as one camera at (0.6, -0.6, 0.4) sees
+    it (the samples whose normals face it), without noise."""
+    from dexh2r_sim.objects import ObjectLibrary
+
+    pts, normals = sample_surface_points(ObjectLibrary().get(object_id), n=6000, seed=5)
+    R, t = T_world_object[:3, :3], T_world_object[:3, 3]
+    world, n_world = pts @ R.T + t, normals @ R.T
+    return world[np.einsum("ij,ij->i", n_world, np.array([0.6, -0.6, 0.4]) - world) > 0]
+
+
 @pytest.mark.parametrize("start_deg", [45.0, 150.0])
 def test_roll_search_turns_a_mug_tracked_off_about_its_body_axis(start_deg):
     """A mug's turn about its body axis shows only in its handle: tracking ICP started that far
@@ -294,16 +305,13 @@ def test_roll_search_turns_a_mug_tracked_off_about_its_body_axis(start_deg):
 
     from dexh2r_perception.object_tracking import ObjectTracker
     from dexh2r_perception.symmetry import rotation_error_deg
-    from dexh2r_sim.objects import ObjectLibrary
 
     model = ObjectModel.from_library("prim/mug")
-    pts, normals = sample_surface_points(ObjectLibrary().get("prim/mug"), n=6000, seed=5)
     T_true = np.eye(4)
     T_true[:3, :3] = Rotation.from_euler("xyz", [90, 0, 30], degrees=True).as_matrix()
     T_true[:3, 3] = [0.6, 0.0, 0.4]
-    world, n_world = pts @ T_true[:3, :3].T + T_true[:3, 3], normals @ T_true[:3, :3].T
-    facing = np.einsum("ij,ij->i", n_world, np.array([0.6, -0.6, 0.4]) - world) > 0  # one camera's view
-    cloud = world[facing] + np.random.default_rng(0).normal(scale=0.001, size=(int(facing.sum()), 3))
+    seen = _seen_surface("prim/mug", T_true)  # one camera's view
+    cloud = seen + np.random.default_rng(0).normal(scale=0.001, size=seen.shape)
     off = T_true.copy()
     off[:3, :3] = T_true[:3, :3] @ Rotation.from_rotvec([0.0, 0.0, np.radians(start_deg)]).as_matrix()
 
@@ -329,16 +337,13 @@ def test_roll_search_tells_turns_apart_by_the_handle_when_the_fitness_does_not()
 
     from dexh2r_perception.object_tracking import ObjectTracker, asymmetric_part
     from dexh2r_perception.symmetry import rotation_error_deg
-    from dexh2r_sim.objects import ObjectLibrary
 
     model = ObjectModel.from_library("prim/mug")
-    pts, normals = sample_surface_points(ObjectLibrary().get("prim/mug"), n=6000, seed=5)
     T_true = np.eye(4)
     T_true[:3, :3] = Rotation.from_euler("xyz", [90, 0, -20], degrees=True).as_matrix()
     T_true[:3, 3] = [0.6, 0.0, 0.4]
-    world, n_world = pts @ T_true[:3, :3].T + T_true[:3, 3], normals @ T_true[:3, :3].T
-    facing = np.einsum("ij,ij->i", n_world, np.array([0.6, -0.6, 0.4]) - world) > 0
-    cloud = world[facing] + np.random.default_rng(1).normal(scale=0.001, size=(int(facing.sum()), 3))
+    seen = _seen_surface("prim/mug", T_true)
+    cloud = seen + np.random.default_rng(1).normal(scale=0.001, size=seen.shape)
     off = T_true.copy()
     off[:3, :3] = T_true[:3, :3] @ Rotation.from_rotvec([0.0, 0.0, np.radians(50.0)]).as_matrix()
 
@@ -368,15 +373,12 @@ def test_a_symmetric_objects_turn_does_not_wander_on_noise(object_id):
 
     from dexh2r_perception.object_tracking import ObjectTracker
     from dexh2r_perception.symmetry import rotation_error_deg
-    from dexh2r_sim.objects import ObjectLibrary
 
     model = ObjectModel.from_library(object_id)
-    pts, normals = sample_surface_points(ObjectLibrary().get(object_id), n=6000, seed=5)
     T = np.eye(4)
     T[:3, :3] = Rotation.from_euler("xyz", [30, 20, 10], degrees=True).as_matrix()
     T[:3, 3] = [0.6, 0.0, 0.4]
-    world, n_world = pts @ T[:3, :3].T + T[:3, 3], normals @ T[:3, :3].T
-    facing = np.einsum("ij,ij->i", n_world, np.array([0.6, -0.6, 0.4]) - world) > 0
+    seen = _seen_surface(object_id, T)
 
     def worst_turn(pin: bool) -> float:
         rng = np.random.default_rng(0)
@@ -384,7 +386,7 @@ def test_a_symmetric_objects_turn_does_not_wander_on_noise(object_id):
         tracker._accept(0.0, T)
         worst = 0.0
         for k in range(1, 61):
-            cloud = world[facing] + rng.normal(scale=0.002, size=(int(facing.sum()), 3))
+            cloud = seen + rng.normal(scale=0.002, size=seen.shape)
             est = tracker.update(k / 30, cloud, None, None, None)
             assert est.status == "tracking" and np.linalg.norm(est.pose[:3, 3] - T[:3, 3]) < 0.003
             worst = max(worst, rotation_error_deg(T[:3, :3], est.pose[:3, :3]))
